@@ -1,0 +1,367 @@
+//! Record batches (magic v2) as bytes: the 61-byte header, validation of what producers send
+//! (lengths, magic, CRC-32C, counts), the in-place header rewrite on append, and a record walker
+//! used only by timestamp lookups (never on the produce or fetch path).
+
+use bytes::Bytes;
+
+/// Bytes before the records of a v2 batch.
+pub const HEADER_LEN: usize = 61;
+/// Bytes covered by `base_offset` and `batch_length`, which are not counted in `batch_length`.
+pub const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+
+/// Attribute bits.
+pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// The fixed header of a v2 record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+/// Why a batch was refused; each maps to the Kafka error code clients understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("record batch truncated: {0}")]
+    Truncated(&'static str),
+    #[error("record batch magic {0} is not supported (only v2)")]
+    Magic(i8),
+    #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: u32 },
+    #[error("record batch invalid: {0}")]
+    Invalid(&'static str),
+}
+
+impl BatchError {
+    /// The Kafka error code for this refusal.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BatchError::Truncated(_) | BatchError::Crc { .. } => 2, // CORRUPT_MESSAGE
+            BatchError::Magic(_) => 43,                             // UNSUPPORTED_FOR_MESSAGE_FORMAT
+            BatchError::TooLarge { .. } => 10,                      // MESSAGE_TOO_LARGE
+            BatchError::Invalid(_) => 87,                           // INVALID_RECORD
+        }
+    }
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `b`; needs `HEADER_LEN` bytes.
+    pub fn parse(b: &[u8]) -> Result<Self, BatchError> {
+        if b.len() < LOG_OVERHEAD + 5 {
+            return Err(BatchError::Truncated("header"));
+        }
+        let magic = b[16] as i8;
+        if magic != 2 {
+            return Err(BatchError::Magic(magic));
+        }
+        if b.len() < HEADER_LEN {
+            return Err(BatchError::Truncated("header"));
+        }
+        Ok(Self {
+            base_offset: i64_at(b, 0),
+            batch_length: i32_at(b, 8),
+            leader_epoch: i32_at(b, 12),
+            magic,
+            crc: i32_at(b, 17) as u32,
+            attributes: i16_at(b, 21),
+            last_offset_delta: i32_at(b, 23),
+            base_timestamp: i64_at(b, 27),
+            max_timestamp: i64_at(b, 35),
+            producer_id: i64_at(b, 43),
+            producer_epoch: i16_at(b, 51),
+            base_sequence: i32_at(b, 53),
+            record_count: i32_at(b, 57),
+        })
+    }
+
+    /// Bytes of the whole batch including the 12-byte log overhead.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTR_COMPRESSION_MASK
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// Reads just the base offset and total length of the batch at the start of `b` (12 bytes).
+pub fn peek_offset_and_len(b: &[u8]) -> Option<(i64, usize)> {
+    if b.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len = i32_at(b, 8);
+    if len < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return None;
+    }
+    Some((i64_at(b, 0), LOG_OVERHEAD + len as usize))
+}
+
+/// Validates every batch of a produce payload and returns their headers.
+pub fn validate_produce(records: &[u8], max_message_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut out = Vec::with_capacity(1);
+    let mut at = 0usize;
+    if records.is_empty() {
+        return Err(BatchError::Invalid("no record batch in produce request"));
+    }
+    while at < records.len() {
+        let h = validate_one(&records[at..], max_message_bytes)?;
+        at += h.total_len();
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// Validates one batch at the start of `b`: lengths, magic, CRC and counts.
+pub fn validate_one(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader, BatchError> {
+    let h = BatchHeader::parse(b)?;
+    if h.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Err(BatchError::Invalid("batch length shorter than the header"));
+    }
+    let total = h.total_len();
+    if total > b.len() {
+        return Err(BatchError::Truncated("batch length runs past the request"));
+    }
+    if total > max_message_bytes as usize {
+        return Err(BatchError::TooLarge { size: total, max: max_message_bytes });
+    }
+    let computed = crc32c::crc32c(&b[CRC_START..total]);
+    if computed != h.crc {
+        return Err(BatchError::Crc { stored: h.crc, computed });
+    }
+    if h.record_count < 0 || h.last_offset_delta < 0 {
+        return Err(BatchError::Invalid("negative record count or offset delta"));
+    }
+    if !h.is_control() && h.record_count == 0 {
+        return Err(BatchError::Invalid("batch holds no records"));
+    }
+    if h.record_count > 0 && h.last_offset_delta != h.record_count - 1 {
+        return Err(BatchError::Invalid("last offset delta does not match the record count"));
+    }
+    if h.compression() > 4 {
+        return Err(BatchError::Invalid("unknown compression codec"));
+    }
+    Ok(h)
+}
+
+/// The rewritten header prefix of a batch being appended: base offset and leader epoch (outside
+/// the CRC), plus for LogAppendTime topics the timestamp bit, max timestamp and a new CRC.
+pub fn rewritten_header(
+    batch: &[u8],
+    base_offset: i64,
+    log_append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&batch[..HEADER_LEN]);
+    h[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    h[12..16].copy_from_slice(&0i32.to_be_bytes());
+    if let Some(now) = log_append_time {
+        let attrs = i16_at(&h, 21) | ATTR_LOG_APPEND_TIME;
+        h[21..23].copy_from_slice(&attrs.to_be_bytes());
+        h[35..43].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[CRC_START..]), &batch[HEADER_LEN..]);
+        h[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    h
+}
+
+/// One record's position and timestamp inside a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStamp {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Offsets and timestamps of every record in a stored batch (decompressing when needed).
+/// For LogAppendTime batches every record carries the batch's max timestamp.
+pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let total = h.total_len();
+    if batch.len() < total {
+        return Err(BatchError::Truncated("batch"));
+    }
+    if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return Ok((0..=h.last_offset_delta)
+            .map(|d| RecordStamp { offset: h.base_offset + i64::from(d), timestamp: h.max_timestamp })
+            .collect());
+    }
+    let body = batch.slice(HEADER_LEN..total);
+    let records = decompress(h.compression(), body)?;
+    let mut out = Vec::with_capacity((h.record_count.max(0) as usize).min(records.len()));
+    let mut cur = &records[..];
+    for _ in 0..h.record_count {
+        let len = read_varint(&mut cur)?;
+        if len < 0 || len as usize > cur.len() {
+            return Err(BatchError::Truncated("record"));
+        }
+        let mut rec = &cur[..len as usize];
+        cur = &cur[len as usize..];
+        if rec.is_empty() {
+            return Err(BatchError::Truncated("record attributes"));
+        }
+        rec = &rec[1..];
+        let ts_delta = read_varint(&mut rec)?;
+        let off_delta = read_varint(&mut rec)?;
+        out.push(RecordStamp {
+            offset: h.base_offset + off_delta,
+            timestamp: h.base_timestamp.saturating_add(ts_delta),
+        });
+    }
+    Ok(out)
+}
+
+fn decompress(codec: i16, body: Bytes) -> Result<Bytes, BatchError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut body = body;
+    let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(std::mem::take(b)) };
+    let r = match codec {
+        0 => return Ok(body),
+        1 => Gzip::decompress(&mut body, take),
+        2 => Snappy::decompress(&mut body, take),
+        3 => Lz4::decompress(&mut body, take),
+        4 => Zstd::decompress(&mut body, take),
+        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    };
+    r.map_err(|_| BatchError::Invalid("compressed records do not decompress"))
+}
+
+/// Reads a zig-zag varint (as used inside records), refusing overlong encodings.
+fn read_varint(b: &mut &[u8]) -> Result<i64, BatchError> {
+    let mut raw: u64 = 0;
+    for i in 0..10 {
+        let Some((&byte, rest)) = b.split_first() else {
+            return Err(BatchError::Truncated("varint"));
+        };
+        *b = rest;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err(BatchError::Invalid("varint too long"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Builds a real v2 batch with kafka-protocol's encoder (as a producer would).
+    pub fn make_batch(base_ts: i64, stamps: &[i64], compression: Compression) -> Bytes {
+        let records: Vec<Record> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, ts)| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: base_ts + ts,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'v'; 100])),
+                headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))].into_iter().collect(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+            .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn valid_batch_passes_and_corruption_is_named() {
+        let b = make_batch(1000, &[0, 5, 3], Compression::None);
+        let hs = validate_produce(&b, 1 << 20).unwrap();
+        assert_eq!(hs.len(), 1);
+        assert_eq!(hs[0].record_count, 3);
+        assert_eq!(hs[0].max_timestamp, 1005);
+
+        let mut bad = b.to_vec();
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        assert!(matches!(validate_produce(&bad, 1 << 20), Err(BatchError::Crc { .. })));
+        assert_eq!(validate_produce(&bad, 1 << 20).unwrap_err().kafka_code(), 2);
+
+        assert!(matches!(validate_produce(&b[..b.len() - 3], 1 << 20), Err(BatchError::Truncated(_))));
+        assert_eq!(validate_produce(&b, 100).unwrap_err().kafka_code(), 10);
+
+        let mut old = b.to_vec();
+        old[16] = 1;
+        assert_eq!(validate_produce(&old, 1 << 20).unwrap_err().kafka_code(), 43);
+        assert!(validate_produce(&[], 1 << 20).is_err());
+    }
+
+    #[test]
+    fn rewrite_keeps_crc_valid_and_stamps_log_append_time() {
+        let b = make_batch(1000, &[0, 1], Compression::None);
+        let h = rewritten_header(&b, 42, None);
+        let mut out = h.to_vec();
+        out.extend_from_slice(&b[HEADER_LEN..]);
+        let parsed = validate_one(&out, 1 << 20).unwrap();
+        assert_eq!(parsed.base_offset, 42);
+
+        let h = rewritten_header(&b, 7, Some(99_999));
+        let mut out = h.to_vec();
+        out.extend_from_slice(&b[HEADER_LEN..]);
+        let parsed = validate_one(&out, 1 << 20).unwrap();
+        assert_eq!(parsed.max_timestamp, 99_999);
+        let stamps = record_stamps(&Bytes::from(out)).unwrap();
+        assert!(stamps.iter().all(|s| s.timestamp == 99_999));
+        assert_eq!(stamps[1].offset, 8);
+    }
+
+    #[test]
+    fn stamps_of_every_codec() {
+        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let b = make_batch(5000, &[3, 1, 2], c);
+            validate_produce(&b, 1 << 20).unwrap();
+            let s = record_stamps(&b).unwrap();
+            assert_eq!(s.iter().map(|s| s.timestamp).collect::<Vec<_>>(), vec![5003, 5001, 5002], "{c:?}");
+            assert_eq!(s.iter().map(|s| s.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The durable log: record batches as bytes (`batch`), segments with sparse indexes (`segment`),
+//! and the per-partition log with group commit, reads, lookups and retention (`partition`).
+
+pub mod batch;
+pub mod partition;
+pub mod segment;
