@@ -122,7 +122,12 @@ impl BrokerConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason: &str| Err(ConfigError { field, reason: reason.to_string() });
+        let err = |field, reason: &str| {
+            Err(ConfigError {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         if self.num_partitions < 1 {
             return err("num_partitions", "must be at least 1");
         }
@@ -177,7 +182,10 @@ fn split_host_port(s: &str) -> Option<(String, i32)> {
     if host.is_empty() {
         return None;
     }
-    Some((host.trim_matches(|c| c == '[' || c == ']').to_string(), i32::from(port)))
+    Some((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        i32::from(port),
+    ))
 }
 
 #[cfg(test)]
@@ -198,7 +206,11 @@ mod tests {
     fn defaults_validate_and_file_overrides() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.yaml");
-        std::fs::write(&p, "num_partitions: 6\nlog:\n  flush: fsync\n  retention_ms: 1000\n").unwrap();
+        std::fs::write(
+            &p,
+            "num_partitions: 6\nlog:\n  flush: fsync\n  retention_ms: 1000\n",
+        )
+        .unwrap();
         let c = BrokerConfig::from_yaml_file(&p).unwrap();
         c.validate().unwrap();
         assert_eq!(c.num_partitions, 6);
@@ -209,9 +221,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let c = BrokerConfig { num_partitions: 0, ..Default::default() };
+        let c = BrokerConfig {
+            num_partitions: 0,
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "num_partitions");
-        let c = BrokerConfig { advertised: Some("nohost".into()), ..Default::default() };
+        let c = BrokerConfig {
+            advertised: Some("nohost".into()),
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "advertised");
     }
 }

@@ -2,12 +2,19 @@
 //! segmented log.
 //!
 //! Where things go: `server` accepts connections → `connection` frames requests and keeps
-//! responses in order → `handlers` has one module per Kafka API → `topics` (registry, metadata)
-//! and `log` (partitions, segments, batches) hold the data. `config` and `topic_config` are the
-//! settings; `metrics` and `http` serve Prometheus metrics and the health endpoint.
+//! responses in order → `handlers` has one module per Kafka API → `broker` is the shared state,
+//! `topics` the registry and metadata, and `log` the partitions, segments and batches.
+//! `config` and `topic_config` are the settings; `metrics` and `http` serve Prometheus metrics
+//! and the health endpoint.
 
+pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod fsutil;
+pub mod handlers;
+pub mod http;
 pub mod log;
+pub mod metrics;
+pub mod server;
 pub mod topic_config;
 pub mod topics;

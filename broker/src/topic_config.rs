@@ -43,7 +43,11 @@ pub enum TopicConfigError {
     #[error("unknown topic config `{0}`")]
     Unknown(String),
     #[error("invalid value `{value}` for topic config `{key}`: {reason}")]
-    Invalid { key: String, value: String, reason: String },
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Kafka's config value types (DescribeConfigs `config_type`).
@@ -76,24 +80,92 @@ struct Key {
 }
 
 const KEYS: &[Key] = &[
-    Key { name: "cleanup.policy", config_type: ConfigType::List, read_only: false, doc: "delete: old segments are removed by retention (compact is not built yet)" },
-    Key { name: "compression.type", config_type: ConfigType::String, read_only: false, doc: "producer: batches are stored as the producer compressed them" },
-    Key { name: "retention.ms", config_type: ConfigType::Long, read_only: false, doc: "delete segments whose newest record is older than this; -1 keeps forever" },
-    Key { name: "retention.bytes", config_type: ConfigType::Long, read_only: false, doc: "delete oldest segments while the partition is larger; -1 unbounded" },
-    Key { name: "segment.bytes", config_type: ConfigType::Int, read_only: false, doc: "roll a new segment after this many bytes" },
-    Key { name: "segment.ms", config_type: ConfigType::Long, read_only: false, doc: "roll a new segment after this many milliseconds" },
-    Key { name: "index.interval.bytes", config_type: ConfigType::Int, read_only: false, doc: "bytes between two sparse offset/time index entries" },
-    Key { name: "max.message.bytes", config_type: ConfigType::Int, read_only: false, doc: "largest record batch accepted" },
-    Key { name: "message.timestamp.type", config_type: ConfigType::String, read_only: false, doc: "CreateTime or LogAppendTime" },
-    Key { name: "flush.messages", config_type: ConfigType::Long, read_only: false, doc: "1: acknowledge only after fsync (group commit); any other value: after the OS write" },
-    Key { name: "flush.ms", config_type: ConfigType::Long, read_only: false, doc: "background fsync interval; 9223372036854775807 disables it" },
-    Key { name: "min.insync.replicas", config_type: ConfigType::Int, read_only: true, doc: "single-node broker: always 1" },
-    Key { name: "unclean.leader.election.enable", config_type: ConfigType::Boolean, read_only: true, doc: "single-node broker: always false" },
+    Key {
+        name: "cleanup.policy",
+        config_type: ConfigType::List,
+        read_only: false,
+        doc: "delete: old segments are removed by retention (compact is not built yet)",
+    },
+    Key {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        read_only: false,
+        doc: "producer: batches are stored as the producer compressed them",
+    },
+    Key {
+        name: "retention.ms",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "delete segments whose newest record is older than this; -1 keeps forever",
+    },
+    Key {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "delete oldest segments while the partition is larger; -1 unbounded",
+    },
+    Key {
+        name: "segment.bytes",
+        config_type: ConfigType::Int,
+        read_only: false,
+        doc: "roll a new segment after this many bytes",
+    },
+    Key {
+        name: "segment.ms",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "roll a new segment after this many milliseconds",
+    },
+    Key {
+        name: "index.interval.bytes",
+        config_type: ConfigType::Int,
+        read_only: false,
+        doc: "bytes between two sparse offset/time index entries",
+    },
+    Key {
+        name: "max.message.bytes",
+        config_type: ConfigType::Int,
+        read_only: false,
+        doc: "largest record batch accepted",
+    },
+    Key {
+        name: "message.timestamp.type",
+        config_type: ConfigType::String,
+        read_only: false,
+        doc: "CreateTime or LogAppendTime",
+    },
+    Key {
+        name: "flush.messages",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "1: acknowledge only after fsync (group commit); any other value: after the OS write",
+    },
+    Key {
+        name: "flush.ms",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "background fsync interval; 9223372036854775807 disables it",
+    },
+    Key {
+        name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        read_only: true,
+        doc: "single-node broker: always 1",
+    },
+    Key {
+        name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
+        read_only: true,
+        doc: "single-node broker: always false",
+    },
 ];
 
 impl TopicConfig {
     /// Applies `overrides` (Kafka key → value) on top of `self`, rejecting unknown keys and bad values.
-    pub fn with_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<Self, TopicConfigError> {
+    pub fn with_overrides(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, TopicConfigError> {
         let mut c = self.clone();
         for (k, v) in overrides {
             c.set(k, v)?;
@@ -105,22 +177,46 @@ impl TopicConfig {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), TopicConfigError> {
         let bad = |key: &str, value: String, reason: &str| {
-            Err(TopicConfigError::Invalid { key: key.into(), value, reason: reason.into() })
+            Err(TopicConfigError::Invalid {
+                key: key.into(),
+                value,
+                reason: reason.into(),
+            })
         };
         if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
-            return bad("segment.bytes", self.segment_bytes.to_string(), "must be between 1024 and 2147483647");
+            return bad(
+                "segment.bytes",
+                self.segment_bytes.to_string(),
+                "must be between 1024 and 2147483647",
+            );
         }
         if self.segment_ms < 1 {
-            return bad("segment.ms", self.segment_ms.to_string(), "must be at least 1");
+            return bad(
+                "segment.ms",
+                self.segment_ms.to_string(),
+                "must be at least 1",
+            );
         }
         if self.max_message_bytes < 64 {
-            return bad("max.message.bytes", self.max_message_bytes.to_string(), "must be at least 64");
+            return bad(
+                "max.message.bytes",
+                self.max_message_bytes.to_string(),
+                "must be at least 64",
+            );
         }
         if self.retention_ms < -1 {
-            return bad("retention.ms", self.retention_ms.to_string(), "must be -1 or more");
+            return bad(
+                "retention.ms",
+                self.retention_ms.to_string(),
+                "must be -1 or more",
+            );
         }
         if self.retention_bytes < -1 {
-            return bad("retention.bytes", self.retention_bytes.to_string(), "must be -1 or more");
+            return bad(
+                "retention.bytes",
+                self.retention_bytes.to_string(),
+                "must be -1 or more",
+            );
         }
         Ok(())
     }
@@ -131,25 +227,43 @@ impl TopicConfig {
             value: value.to_string(),
             reason: reason.to_string(),
         };
-        let long = || value.trim().parse::<i64>().map_err(|_| invalid("not a whole number"));
+        let long = || {
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| invalid("not a whole number"))
+        };
         match key {
             "cleanup.policy" => match value.trim() {
                 "delete" => {}
-                _ => return Err(invalid("only `delete` is supported; log compaction is not built yet")),
+                _ => {
+                    return Err(invalid(
+                        "only `delete` is supported; log compaction is not built yet",
+                    ))
+                }
             },
             "compression.type" => match value.trim() {
                 "producer" => {}
-                _ => return Err(invalid("only `producer` is supported: batches are stored as produced")),
+                _ => {
+                    return Err(invalid(
+                        "only `producer` is supported: batches are stored as produced",
+                    ))
+                }
             },
             "retention.ms" => self.retention_ms = long()?,
             "retention.bytes" => self.retention_bytes = long()?,
-            "segment.bytes" => self.segment_bytes = u64::try_from(long()?).map_err(|_| invalid("must be positive"))?,
+            "segment.bytes" => {
+                self.segment_bytes =
+                    u64::try_from(long()?).map_err(|_| invalid("must be positive"))?
+            }
             "segment.ms" => self.segment_ms = long()?,
             "index.interval.bytes" => {
-                self.index_interval_bytes = u32::try_from(long()?).map_err(|_| invalid("must be 0 to 4294967295"))?
+                self.index_interval_bytes =
+                    u32::try_from(long()?).map_err(|_| invalid("must be 0 to 4294967295"))?
             }
             "max.message.bytes" => {
-                self.max_message_bytes = u32::try_from(long()?).map_err(|_| invalid("must be 0 to 4294967295"))?
+                self.max_message_bytes =
+                    u32::try_from(long()?).map_err(|_| invalid("must be 0 to 4294967295"))?
             }
             "message.timestamp.type" => {
                 self.timestamp_type = match value.trim() {
@@ -159,7 +273,11 @@ impl TopicConfig {
                 }
             }
             "flush.messages" => {
-                self.flush = if long()? == 1 { FlushPolicy::Fsync } else { FlushPolicy::Os };
+                self.flush = if long()? == 1 {
+                    FlushPolicy::Fsync
+                } else {
+                    FlushPolicy::Os
+                };
             }
             "flush.ms" => {
                 let v = long()?;
@@ -171,7 +289,9 @@ impl TopicConfig {
             }
             "min.insync.replicas" => {
                 if long()? != 1 {
-                    return Err(invalid("a single-node broker has one replica: only 1 is possible"));
+                    return Err(invalid(
+                        "a single-node broker has one replica: only 1 is possible",
+                    ));
                 }
             }
             "unclean.leader.election.enable" => {}
@@ -231,13 +351,19 @@ mod tests {
     use crate::config::BrokerConfig;
 
     fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn overrides_apply_and_describe_marks_them() {
         let base = BrokerConfig::default().topic_defaults();
-        let o = map(&[("retention.ms", "5000"), ("flush.messages", "1"), ("message.timestamp.type", "LogAppendTime")]);
+        let o = map(&[
+            ("retention.ms", "5000"),
+            ("flush.messages", "1"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ]);
         let c = base.with_overrides(&o).unwrap();
         assert_eq!(c.retention_ms, 5000);
         assert_eq!(c.flush, FlushPolicy::Fsync);
@@ -246,18 +372,31 @@ mod tests {
         let r = d.iter().find(|e| e.name == "retention.ms").unwrap();
         assert!(r.overridden);
         assert_eq!(r.value, "5000");
-        assert!(!d.iter().find(|e| e.name == "segment.bytes").unwrap().overridden);
+        assert!(
+            !d.iter()
+                .find(|e| e.name == "segment.bytes")
+                .unwrap()
+                .overridden
+        );
     }
 
     #[test]
     fn bad_overrides_name_key_and_value() {
         let base = BrokerConfig::default().topic_defaults();
-        let e = base.with_overrides(&map(&[("retention.mss", "1")])).unwrap_err();
+        let e = base
+            .with_overrides(&map(&[("retention.mss", "1")]))
+            .unwrap_err();
         assert!(e.to_string().contains("retention.mss"));
-        let e = base.with_overrides(&map(&[("segment.bytes", "abc")])).unwrap_err();
+        let e = base
+            .with_overrides(&map(&[("segment.bytes", "abc")]))
+            .unwrap_err();
         assert!(e.to_string().contains("segment.bytes") && e.to_string().contains("abc"));
-        let e = base.with_overrides(&map(&[("cleanup.policy", "compact")])).unwrap_err();
+        let e = base
+            .with_overrides(&map(&[("cleanup.policy", "compact")]))
+            .unwrap_err();
         assert!(e.to_string().contains("compaction is not built"));
-        assert!(base.with_overrides(&map(&[("segment.bytes", "10")])).is_err());
+        assert!(base
+            .with_overrides(&map(&[("segment.bytes", "10")]))
+            .is_err());
     }
 }

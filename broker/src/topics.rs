@@ -25,11 +25,18 @@ pub enum TopicError {
     #[error("invalid topic name '{name}': {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("invalid partition count {count} for topic '{topic}': {reason}")]
-    InvalidPartitions { topic: String, count: i32, reason: &'static str },
+    InvalidPartitions {
+        topic: String,
+        count: i32,
+        reason: &'static str,
+    },
     #[error("replication factor {0} is larger than the 1 available broker")]
     ReplicationFactor(i16),
     #[error("topic '{topic}': {source}")]
-    Config { topic: String, source: TopicConfigError },
+    Config {
+        topic: String,
+        source: TopicConfigError,
+    },
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,7 +67,10 @@ pub struct Topic {
 
 impl Topic {
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
@@ -69,15 +79,24 @@ impl Topic {
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).len() as i32
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as i32
     }
 
     pub fn config(&self) -> Arc<TopicConfig> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn overrides(&self) -> BTreeMap<String, String> {
-        self.overrides.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -111,7 +130,12 @@ pub struct TopicRegistry {
 
 /// Checks a topic name against Kafka's rules.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    let bad = |reason| Err(TopicError::InvalidName { name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(TopicError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -121,7 +145,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     if name.len() > 249 {
         return bad("longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -139,13 +166,17 @@ impl TopicRegistry {
         let meta_path = data_dir.join(META_FILE);
         let mut meta: MetaFile = match std::fs::read(&meta_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", meta_path.display()))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", meta_path.display()),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaFile::default(),
             Err(e) => return Err(e.into()),
         };
         if meta.cluster_id.is_empty() {
-            meta.cluster_id = cluster_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..22].to_string());
+            meta.cluster_id =
+                cluster_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..22].to_string());
         }
         let clean_marker = data_dir.join(CLEAN_MARKER);
         let clean = clean_marker.exists();
@@ -153,14 +184,22 @@ impl TopicRegistry {
         let mut topics = HashMap::new();
         let mut truncations = Vec::new();
         for t in &meta.topics {
-            let config = Arc::new(defaults.with_overrides(&t.configs).map_err(|source| TopicError::Config {
-                topic: t.name.clone(),
-                source,
+            let config = Arc::new(defaults.with_overrides(&t.configs).map_err(|source| {
+                TopicError::Config {
+                    topic: t.name.clone(),
+                    source,
+                }
             })?);
             let name: Arc<str> = t.name.as_str().into();
             let mut parts = Vec::new();
             for i in 0..t.partitions {
-                let (p, tr) = Partition::open(name.clone(), i, partition_dir(data_dir, &t.name, i), config.clone(), clean)?;
+                let (p, tr) = Partition::open(
+                    name.clone(),
+                    i,
+                    partition_dir(data_dir, &t.name, i),
+                    config.clone(),
+                    clean,
+                )?;
                 truncations.extend(tr);
                 parts.push(p);
             }
@@ -175,7 +214,12 @@ impl TopicRegistry {
                 }),
             );
         }
-        let reg = Self { data_dir: data_dir.to_path_buf(), defaults, topics: RwLock::new(topics), meta: Mutex::new(meta) };
+        let reg = Self {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            topics: RwLock::new(topics),
+            meta: Mutex::new(meta),
+        };
         reg.save(&reg.lock_meta())?;
         Ok((reg, truncations))
     }
@@ -199,16 +243,31 @@ impl TopicRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().find(|t| t.id == id).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     /// Every topic, sorted by name.
     pub fn list(&self) -> Vec<Arc<Topic>> {
-        let mut v: Vec<_> = self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -233,9 +292,12 @@ impl TopicRegistry {
         if replication_factor > 1 {
             return Err(TopicError::ReplicationFactor(replication_factor));
         }
-        let config = Arc::new(
-            self.defaults.with_overrides(&configs).map_err(|source| TopicError::Config { topic: name.into(), source })?,
-        );
+        let config = Arc::new(self.defaults.with_overrides(&configs).map_err(|source| {
+            TopicError::Config {
+                topic: name.into(),
+                source,
+            }
+        })?);
         let mut meta = self.lock_meta();
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.into()));
@@ -247,10 +309,21 @@ impl TopicRegistry {
         let arc_name: Arc<str> = name.into();
         let mut parts = Vec::with_capacity(partitions as usize);
         for i in 0..partitions {
-            let (p, _) = Partition::open(arc_name.clone(), i, partition_dir(&self.data_dir, name, i), config.clone(), true)?;
+            let (p, _) = Partition::open(
+                arc_name.clone(),
+                i,
+                partition_dir(&self.data_dir, name, i),
+                config.clone(),
+                true,
+            )?;
             parts.push(p);
         }
-        meta.topics.push(TopicMeta { name: name.into(), id, partitions, configs: configs.clone() });
+        meta.topics.push(TopicMeta {
+            name: name.into(),
+            id,
+            partitions,
+            configs: configs.clone(),
+        });
         if let Err(e) = self.save(&meta) {
             meta.topics.retain(|t| t.name != name);
             parts.iter().for_each(|p| drop(p.destroy()));
@@ -263,7 +336,10 @@ impl TopicRegistry {
             config: RwLock::new(config.clone()),
             partitions: RwLock::new(parts),
         };
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), Arc::new(topic));
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), Arc::new(topic));
         tracing::info!(topic = name, partitions, "created topic");
         Ok((id, config))
     }
@@ -289,9 +365,16 @@ impl TopicRegistry {
     }
 
     /// Raises a topic's partition count to `count`.
-    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
         let mut meta = self.lock_meta();
-        let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
         let current = topic.partition_count();
         if count <= current {
             return Err(TopicError::InvalidPartitions {
@@ -301,7 +384,11 @@ impl TopicRegistry {
             });
         }
         if count > 100_000 {
-            return Err(TopicError::InvalidPartitions { topic: name.into(), count, reason: "at most 100000" });
+            return Err(TopicError::InvalidPartitions {
+                topic: name.into(),
+                count,
+                reason: "at most 100000",
+            });
         }
         if validate_only {
             return Ok(());
@@ -309,24 +396,44 @@ impl TopicRegistry {
         let config = topic.config();
         let mut added = Vec::new();
         for i in current..count {
-            let (p, _) = Partition::open(topic.name.clone(), i, partition_dir(&self.data_dir, name, i), config.clone(), true)?;
+            let (p, _) = Partition::open(
+                topic.name.clone(),
+                i,
+                partition_dir(&self.data_dir, name, i),
+                config.clone(),
+                true,
+            )?;
             added.push(p);
         }
         if let Some(t) = meta.topics.iter_mut().find(|t| t.name == name) {
             t.partitions = count;
         }
         self.save(&meta)?;
-        topic.partitions.write().unwrap_or_else(|e| e.into_inner()).extend(added);
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(added);
         Ok(())
     }
 
     /// Replaces a topic's config overrides with `configs`.
-    pub fn set_configs(&self, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), TopicError> {
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
         let mut meta = self.lock_meta();
-        let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.into()))?;
-        let config = Arc::new(
-            self.defaults.with_overrides(&configs).map_err(|source| TopicError::Config { topic: name.into(), source })?,
-        );
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let config = Arc::new(self.defaults.with_overrides(&configs).map_err(|source| {
+            TopicError::Config {
+                topic: name.into(),
+                source,
+            }
+        })?);
         if validate_only {
             return Ok(());
         }
@@ -376,18 +483,47 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let defaults = BrokerConfig::default().topic_defaults();
         let (reg, _) = TopicRegistry::open(d.path(), defaults.clone(), None).unwrap();
-        let cfgs: BTreeMap<String, String> = [("retention.ms".to_string(), "1234".to_string())].into();
+        let cfgs: BTreeMap<String, String> =
+            [("retention.ms".to_string(), "1234".to_string())].into();
         let (id, _) = reg.create("orders", 3, 1, cfgs, false).unwrap();
-        assert_eq!(reg.create("orders", 1, 1, BTreeMap::new(), false).unwrap_err().kafka_code(), 36);
-        assert_eq!(reg.create("bad name", 1, 1, BTreeMap::new(), false).unwrap_err().kafka_code(), 17);
-        assert_eq!(reg.create("x", 0, 1, BTreeMap::new(), false).unwrap_err().kafka_code(), 37);
-        assert_eq!(reg.create("x", 1, 3, BTreeMap::new(), false).unwrap_err().kafka_code(), 38);
+        assert_eq!(
+            reg.create("orders", 1, 1, BTreeMap::new(), false)
+                .unwrap_err()
+                .kafka_code(),
+            36
+        );
+        assert_eq!(
+            reg.create("bad name", 1, 1, BTreeMap::new(), false)
+                .unwrap_err()
+                .kafka_code(),
+            17
+        );
+        assert_eq!(
+            reg.create("x", 0, 1, BTreeMap::new(), false)
+                .unwrap_err()
+                .kafka_code(),
+            37
+        );
+        assert_eq!(
+            reg.create("x", 1, 3, BTreeMap::new(), false)
+                .unwrap_err()
+                .kafka_code(),
+            38
+        );
         let bad: BTreeMap<String, String> = [("nope".to_string(), "1".to_string())].into();
-        assert_eq!(reg.create("x", 1, 1, bad, false).unwrap_err().kafka_code(), 40);
+        assert_eq!(
+            reg.create("x", 1, 1, bad, false).unwrap_err().kafka_code(),
+            40
+        );
         reg.create("dry", 1, 1, BTreeMap::new(), true).unwrap();
         assert!(reg.get("dry").is_none());
         reg.add_partitions("orders", 5, false).unwrap();
-        assert_eq!(reg.add_partitions("orders", 2, false).unwrap_err().kafka_code(), 37);
+        assert_eq!(
+            reg.add_partitions("orders", 2, false)
+                .unwrap_err()
+                .kafka_code(),
+            37
+        );
         let cluster = reg.cluster_id();
         drop(reg);
         let (reg, _) = TopicRegistry::open(d.path(), defaults, None).unwrap();

@@ -54,9 +54,9 @@ impl BatchError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             BatchError::Truncated(_) | BatchError::Crc { .. } => 2, // CORRUPT_MESSAGE
-            BatchError::Magic(_) => 43,                             // UNSUPPORTED_FOR_MESSAGE_FORMAT
-            BatchError::TooLarge { .. } => 10,                      // MESSAGE_TOO_LARGE
-            BatchError::Invalid(_) => 87,                           // INVALID_RECORD
+            BatchError::Magic(_) => 43, // UNSUPPORTED_FOR_MESSAGE_FORMAT
+            BatchError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
+            BatchError::Invalid(_) => 87, // INVALID_RECORD
         }
     }
 }
@@ -134,7 +134,10 @@ pub fn peek_offset_and_len(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// Validates every batch of a produce payload and returns their headers.
-pub fn validate_produce(records: &[u8], max_message_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
+pub fn validate_produce(
+    records: &[u8],
+    max_message_bytes: u32,
+) -> Result<Vec<BatchHeader>, BatchError> {
     let mut out = Vec::with_capacity(1);
     let mut at = 0usize;
     if records.is_empty() {
@@ -159,11 +162,17 @@ pub fn validate_one(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader, Bat
         return Err(BatchError::Truncated("batch length runs past the request"));
     }
     if total > max_message_bytes as usize {
-        return Err(BatchError::TooLarge { size: total, max: max_message_bytes });
+        return Err(BatchError::TooLarge {
+            size: total,
+            max: max_message_bytes,
+        });
     }
     let computed = crc32c::crc32c(&b[CRC_START..total]);
     if computed != h.crc {
-        return Err(BatchError::Crc { stored: h.crc, computed });
+        return Err(BatchError::Crc {
+            stored: h.crc,
+            computed,
+        });
     }
     if h.record_count < 0 || h.last_offset_delta < 0 {
         return Err(BatchError::Invalid("negative record count or offset delta"));
@@ -172,7 +181,9 @@ pub fn validate_one(b: &[u8], max_message_bytes: u32) -> Result<BatchHeader, Bat
         return Err(BatchError::Invalid("batch holds no records"));
     }
     if h.record_count > 0 && h.last_offset_delta != h.record_count - 1 {
-        return Err(BatchError::Invalid("last offset delta does not match the record count"));
+        return Err(BatchError::Invalid(
+            "last offset delta does not match the record count",
+        ));
     }
     if h.compression() > 4 {
         return Err(BatchError::Invalid("unknown compression codec"));
@@ -218,7 +229,10 @@ pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
     }
     if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
         return Ok((0..=h.last_offset_delta)
-            .map(|d| RecordStamp { offset: h.base_offset + i64::from(d), timestamp: h.max_timestamp })
+            .map(|d| RecordStamp {
+                offset: h.base_offset + i64::from(d),
+                timestamp: h.max_timestamp,
+            })
             .collect());
     }
     let body = batch.slice(HEADER_LEN..total);
@@ -302,13 +316,25 @@ pub(crate) mod tests {
                 timestamp: base_ts + ts,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![b'v'; 100])),
-                headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))].into_iter().collect(),
+                headers: [(
+                    StrBytes::from_static_str("h"),
+                    Some(Bytes::from_static(b"x")),
+                )]
+                .into_iter()
+                .collect(),
                 delete_horizon: false,
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .unwrap();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
         buf.freeze()
     }
 
@@ -323,15 +349,24 @@ pub(crate) mod tests {
         let mut bad = b.to_vec();
         let n = bad.len();
         bad[n - 1] ^= 0xff;
-        assert!(matches!(validate_produce(&bad, 1 << 20), Err(BatchError::Crc { .. })));
+        assert!(matches!(
+            validate_produce(&bad, 1 << 20),
+            Err(BatchError::Crc { .. })
+        ));
         assert_eq!(validate_produce(&bad, 1 << 20).unwrap_err().kafka_code(), 2);
 
-        assert!(matches!(validate_produce(&b[..b.len() - 3], 1 << 20), Err(BatchError::Truncated(_))));
+        assert!(matches!(
+            validate_produce(&b[..b.len() - 3], 1 << 20),
+            Err(BatchError::Truncated(_))
+        ));
         assert_eq!(validate_produce(&b, 100).unwrap_err().kafka_code(), 10);
 
         let mut old = b.to_vec();
         old[16] = 1;
-        assert_eq!(validate_produce(&old, 1 << 20).unwrap_err().kafka_code(), 43);
+        assert_eq!(
+            validate_produce(&old, 1 << 20).unwrap_err().kafka_code(),
+            43
+        );
         assert!(validate_produce(&[], 1 << 20).is_err());
     }
 
@@ -356,12 +391,25 @@ pub(crate) mod tests {
 
     #[test]
     fn stamps_of_every_codec() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let b = make_batch(5000, &[3, 1, 2], c);
             validate_produce(&b, 1 << 20).unwrap();
             let s = record_stamps(&b).unwrap();
-            assert_eq!(s.iter().map(|s| s.timestamp).collect::<Vec<_>>(), vec![5003, 5001, 5002], "{c:?}");
-            assert_eq!(s.iter().map(|s| s.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+            assert_eq!(
+                s.iter().map(|s| s.timestamp).collect::<Vec<_>>(),
+                vec![5003, 5001, 5002],
+                "{c:?}"
+            );
+            assert_eq!(
+                s.iter().map(|s| s.offset).collect::<Vec<_>>(),
+                vec![0, 1, 2]
+            );
         }
     }
 }

@@ -38,8 +38,8 @@ impl AppendError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             AppendError::Batch(b) => b.kafka_code(),
-            AppendError::Io(_) => 56,     // KAFKA_STORAGE_ERROR
-            AppendError::Closed => 3,     // UNKNOWN_TOPIC_OR_PARTITION
+            AppendError::Io(_) => 56, // KAFKA_STORAGE_ERROR
+            AppendError::Closed => 3, // UNKNOWN_TOPIC_OR_PARTITION
         }
     }
 }
@@ -137,7 +137,8 @@ impl Partition {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                name.strip_suffix(".log").and_then(|b| b.parse::<i64>().ok())
+                name.strip_suffix(".log")
+                    .and_then(|b| b.parse::<i64>().ok())
             })
             .collect();
         bases.sort_unstable();
@@ -147,7 +148,13 @@ impl Partition {
         let n = bases.len();
         for (i, base) in bases.into_iter().enumerate() {
             let active = i + 1 == n;
-            let (seg, t) = Segment::open(&dir, base, !active || clean, config.index_interval_bytes, now)?;
+            let (seg, t) = Segment::open(
+                &dir,
+                base,
+                !active || clean,
+                config.index_interval_bytes,
+                now,
+            )?;
             if let Some(t) = t {
                 tracing::warn!(segment = %t.segment.display(), dropped_bytes = t.dropped_bytes, reason = %t.reason,
                     "truncated segment during recovery");
@@ -165,7 +172,10 @@ impl Partition {
         }
         let first_base = segments.front().map_or(0, |s| s.base_offset);
         let next_offset = segments.back().map_or(0, |s| s.next_offset);
-        let log_start = stored_start.unwrap_or(first_base).max(first_base).min(next_offset);
+        let log_start = stored_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(next_offset);
         let end = end_point(&segments);
         let (hw, _) = watch::channel(end.offset);
         let p = Arc::new(Self {
@@ -196,7 +206,10 @@ impl Partition {
     }
 
     pub fn config(&self) -> Arc<TopicConfig> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_config(&self, c: Arc<TopicConfig>) {
@@ -268,7 +281,9 @@ impl Partition {
         let mut pos = seg.size;
         for (h, hdr) in headers.iter().zip(&rewritten) {
             let mut stored = *h;
-            stored.base_offset = i64::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7]]);
+            stored.base_offset = i64::from_be_bytes([
+                hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7],
+            ]);
             if let Some(t) = lat {
                 stored.max_timestamp = t;
             }
@@ -290,11 +305,24 @@ impl Partition {
         if cfg.flush_ms.is_some() {
             st.dirty = true;
         }
-        Ok(Appended { base_offset: base, end_offset: next, log_append_time: lat.unwrap_or(-1), log_start })
+        Ok(Appended {
+            base_offset: base,
+            end_offset: next,
+            log_append_time: lat.unwrap_or(-1),
+            log_start,
+        })
     }
 
-    fn maybe_roll(&self, st: &mut LogState, incoming: u64, now: i64, cfg: &TopicConfig) -> io::Result<()> {
-        let Some(active) = st.segments.back() else { return Ok(()) };
+    fn maybe_roll(
+        &self,
+        st: &mut LogState,
+        incoming: u64,
+        now: i64,
+        cfg: &TopicConfig,
+    ) -> io::Result<()> {
+        let Some(active) = st.segments.back() else {
+            return Ok(());
+        };
         let too_big = active.size > 0 && active.size + incoming > cfg.segment_bytes;
         let too_old = active.size > 0 && now - active.created_ms >= cfg.segment_ms;
         if too_big || too_old {
@@ -337,9 +365,10 @@ impl Partition {
             }
             (files, end_point(&st.segments))
         };
-        let synced = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-            .await
-            .map_err(io::Error::other)?;
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
+                .await
+                .map_err(io::Error::other)?;
         if let Err(e) = synced {
             self.lock().dirty = true;
             return Err(e);
@@ -360,21 +389,48 @@ impl Partition {
                 let st = self.lock();
                 let hw = st.visible.offset;
                 if offset < st.log_start || offset > hw {
-                    return Err(ReadError::OutOfRange { offset, start: st.log_start, end: hw });
+                    return Err(ReadError::OutOfRange {
+                        offset,
+                        start: st.log_start,
+                        end: hw,
+                    });
                 }
-                let empty = ReadResult { records: Bytes::new(), high_watermark: hw, log_start: st.log_start };
+                let empty = ReadResult {
+                    records: Bytes::new(),
+                    high_watermark: hw,
+                    log_start: st.log_start,
+                };
                 if offset == hw {
                     return Ok(empty);
                 }
-                let i = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+                let i = st
+                    .segments
+                    .partition_point(|s| s.base_offset <= offset)
+                    .saturating_sub(1);
                 let Some(seg) = st.segments.iter().skip(i).find(|s| offset < s.next_offset) else {
                     return Ok(empty);
                 };
-                let end = if seg.base_offset == st.visible.segment { st.visible.position } else { seg.size };
+                let end = if seg.base_offset == st.visible.segment {
+                    st.visible.position
+                } else {
+                    seg.size
+                };
                 let h = st.read_hint;
                 let exact = h.offset == offset && h.segment == seg.base_offset;
-                let hint = if exact { h.position } else { seg.position_hint(offset) };
-                (seg.file.clone(), hint, exact, end, seg.base_offset, hw, st.log_start)
+                let hint = if exact {
+                    h.position
+                } else {
+                    seg.position_hint(offset)
+                };
+                (
+                    seg.file.clone(),
+                    hint,
+                    exact,
+                    end,
+                    seg.base_offset,
+                    hw,
+                    st.log_start,
+                )
             };
             let found = if exact {
                 let mut head = [0u8; 12];
@@ -391,15 +447,29 @@ impl Partition {
                         offset = offset.max(next.base_offset);
                         continue;
                     }
-                    _ => return Ok(ReadResult { records: Bytes::new(), high_watermark: hw, log_start }),
+                    _ => {
+                        return Ok(ReadResult {
+                            records: Bytes::new(),
+                            high_watermark: hw,
+                            log_start,
+                        })
+                    }
                 }
             };
             let records = segment::read_batches(&file, pos, end, first_len, max_bytes)?;
             if let Some(last) = last_offset_of(&records) {
                 let mut st = self.lock();
-                st.read_hint = Point { offset: last + 1, segment: seg_base, position: pos + records.len() as u64 };
+                st.read_hint = Point {
+                    offset: last + 1,
+                    segment: seg_base,
+                    position: pos + records.len() as u64,
+                };
             }
-            return Ok(ReadResult { records, high_watermark: hw, log_start });
+            return Ok(ReadResult {
+                records,
+                high_watermark: hw,
+                log_start,
+            });
         }
     }
 
@@ -411,7 +481,11 @@ impl Partition {
                 .iter()
                 .filter(|s| s.max_timestamp >= ts && s.base_offset < st.visible.offset)
                 .map(|s| {
-                    let end = if s.base_offset == st.visible.segment { st.visible.position } else { s.size };
+                    let end = if s.base_offset == st.visible.segment {
+                        st.visible.position
+                    } else {
+                        s.size
+                    };
                     let from = s.time_hint(ts).max(st.log_start);
                     (s.file.clone(), s.position_hint(from), end, from)
                 })
@@ -419,13 +493,19 @@ impl Partition {
         };
         let (hw, log_start) = (self.high_watermark(), self.log_start());
         for (file, hint, end, from) in targets {
-            let Some((mut pos, _)) = segment::find_batch(&file, hint, end, from)? else { continue };
+            let Some((mut pos, _)) = segment::find_batch(&file, hint, end, from)? else {
+                continue;
+            };
             while pos < end {
                 let h = segment::read_header(&file, pos)?;
                 if h.max_timestamp >= ts && h.last_offset() >= log_start {
                     let data = segment::read_exact_at(&file, pos, h.total_len())?;
-                    let stamps = batch::record_stamps(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if let Some(s) = stamps.iter().find(|s| s.timestamp >= ts && s.offset >= log_start && s.offset < hw) {
+                    let stamps = batch::record_stamps(&data)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    if let Some(s) = stamps
+                        .iter()
+                        .find(|s| s.timestamp >= ts && s.offset >= log_start && s.offset < hw)
+                    {
                         return Ok(Some((s.offset, s.timestamp)));
                     }
                 }
@@ -443,13 +523,29 @@ impl Partition {
                 .iter()
                 .filter(|s| s.max_timestamp >= 0 && s.max_timestamp_batch >= st.log_start)
                 .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.base_offset)))
-                .map(|s| (s.file.clone(), s.position_hint(s.max_timestamp_batch), s.size, s.max_timestamp_batch, s.max_timestamp))
+                .map(|s| {
+                    (
+                        s.file.clone(),
+                        s.position_hint(s.max_timestamp_batch),
+                        s.size,
+                        s.max_timestamp_batch,
+                        s.max_timestamp,
+                    )
+                })
         };
-        let Some((file, hint, end, batch_base, max_ts)) = best else { return Ok(None) };
-        let Some((pos, len)) = segment::find_batch(&file, hint, end, batch_base)? else { return Ok(None) };
+        let Some((file, hint, end, batch_base, max_ts)) = best else {
+            return Ok(None);
+        };
+        let Some((pos, len)) = segment::find_batch(&file, hint, end, batch_base)? else {
+            return Ok(None);
+        };
         let data = segment::read_exact_at(&file, pos, len)?;
-        let stamps = batch::record_stamps(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(stamps.iter().find(|s| s.timestamp == max_ts).map(|s| (s.offset, s.timestamp)))
+        let stamps = batch::record_stamps(&data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(stamps
+            .iter()
+            .find(|s| s.timestamp == max_ts)
+            .map(|s| (s.offset, s.timestamp)))
     }
 
     /// Moves the log start to `offset` (-1: the high watermark) and drops whole segments below it.
@@ -458,18 +554,30 @@ impl Partition {
         let hw = st.visible.offset;
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
-            return Err(ReadError::OutOfRange { offset, start: st.log_start, end: hw });
+            return Err(ReadError::OutOfRange {
+                offset,
+                start: st.log_start,
+                end: hw,
+            });
         }
         if target > st.log_start {
             st.log_start = target;
-            crate::fsutil::write_atomic(&self.dir.join(LOG_START_FILE), target.to_string().as_bytes())?;
+            crate::fsutil::write_atomic(
+                &self.dir.join(LOG_START_FILE),
+                target.to_string().as_bytes(),
+            )?;
             self.drop_segments_below_start(&mut st)?;
         }
         Ok(st.log_start)
     }
 
     fn drop_segments_below_start(&self, st: &mut LogState) -> io::Result<()> {
-        while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.next_offset <= st.log_start) {
+        while st.segments.len() > 1
+            && st
+                .segments
+                .front()
+                .is_some_and(|s| s.next_offset <= st.log_start)
+        {
             if let Some(s) = st.segments.pop_front() {
                 s.delete_files()?;
             }
@@ -484,12 +592,20 @@ impl Partition {
         let mut deleted = 0;
         loop {
             let total: u64 = st.segments.iter().map(|s| s.size).sum();
-            let Some(first) = st.segments.front() else { break };
+            let Some(first) = st.segments.front() else {
+                break;
+            };
             let last_one = st.segments.len() == 1;
-            let by_size = cfg.retention_bytes >= 0 && total.saturating_sub(first.size) >= cfg.retention_bytes as u64
+            let by_size = cfg.retention_bytes >= 0
+                && total.saturating_sub(first.size) >= cfg.retention_bytes as u64
                 && total > cfg.retention_bytes as u64;
-            let newest = if first.max_timestamp >= 0 { first.max_timestamp } else { first.created_ms };
-            let by_time = cfg.retention_ms >= 0 && first.size > 0 && now - newest > cfg.retention_ms;
+            let newest = if first.max_timestamp >= 0 {
+                first.max_timestamp
+            } else {
+                first.created_ms
+            };
+            let by_time =
+                cfg.retention_ms >= 0 && first.size > 0 && now - newest > cfg.retention_ms;
             if !(by_size || by_time) {
                 break;
             }
@@ -509,7 +625,10 @@ impl Partition {
                 s.delete_files()?;
                 deleted += 1;
             }
-            let new_start = st.segments.front().map_or(st.next_offset, |s| s.base_offset);
+            let new_start = st
+                .segments
+                .front()
+                .map_or(st.next_offset, |s| s.base_offset);
             st.log_start = st.log_start.max(new_start);
         }
         Ok(deleted)
@@ -548,11 +667,18 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
 }
 
 fn end_point(segments: &VecDeque<Segment>) -> Point {
-    segments.back().map_or(Point { offset: 0, segment: 0, position: 0 }, |s| Point {
-        offset: s.next_offset,
-        segment: s.base_offset,
-        position: s.size,
-    })
+    segments.back().map_or(
+        Point {
+            offset: 0,
+            segment: 0,
+            position: 0,
+        },
+        |s| Point {
+            offset: s.next_offset,
+            segment: s.base_offset,
+            position: s.size,
+        },
+    )
 }
 
 fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
@@ -571,7 +697,9 @@ fn last_offset_of(records: &[u8]) -> Option<i64> {
         if at + total > records.len() || total < HEADER_LEN {
             break;
         }
-        last = batch::BatchHeader::parse(&records[at..]).ok().map(|h| h.last_offset());
+        last = batch::BatchHeader::parse(&records[at..])
+            .ok()
+            .map(|h| h.last_offset());
         at += total;
     }
     last
@@ -622,10 +750,13 @@ mod tests {
     async fn append_read_roll_and_reopen() {
         let d = tempfile::tempdir().unwrap();
         let c = cfg(|c| c.segment_bytes = 2048);
-        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c.clone(), false).unwrap();
+        let (p, _) =
+            Partition::open("t".into(), 0, d.path().join("t-0"), c.clone(), false).unwrap();
         let mut expect = 0;
         for i in 0..40 {
-            let a = p.append(&make_batch(i * 10, &[0, 1, 2], Compression::None)).unwrap();
+            let a = p
+                .append(&make_batch(i * 10, &[0, 1, 2], Compression::None))
+                .unwrap();
             assert_eq!(a.base_offset, expect);
             expect += 3;
         }
@@ -648,13 +779,21 @@ mod tests {
         assert_eq!(seen, 40);
         // Reads from the middle of a batch return that batch.
         let r = p.read(61, 1).unwrap();
-        assert_eq!(batch::BatchHeader::parse(&r.records).unwrap().base_offset, 60);
-        assert!(matches!(p.read(121, 100), Err(ReadError::OutOfRange { .. })));
+        assert_eq!(
+            batch::BatchHeader::parse(&r.records).unwrap().base_offset,
+            60
+        );
+        assert!(matches!(
+            p.read(121, 100),
+            Err(ReadError::OutOfRange { .. })
+        ));
         assert!(p.read(120, 100).unwrap().records.is_empty());
 
         // Timestamp lookups against a brute-force answer.
         for ts in [0, 5, 11, 200, 391, 392, 1000] {
-            let expect = (0..40i64).flat_map(|i| (0..3).map(move |j| (i * 3 + j, i * 10 + j))).find(|(_, t)| *t >= ts);
+            let expect = (0..40i64)
+                .flat_map(|i| (0..3).map(move |j| (i * 3 + j, i * 10 + j)))
+                .find(|(_, t)| *t >= ts);
             assert_eq!(p.offset_for_timestamp(ts).unwrap(), expect, "ts {ts}");
         }
         assert_eq!(p.max_timestamp().unwrap(), Some((119, 392)));
@@ -674,7 +813,11 @@ mod tests {
         let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c, false).unwrap();
         let mut ends = vec![];
         for i in 0..10 {
-            ends.push(p.append(&make_batch(i, &[0], Compression::None)).unwrap().end_offset);
+            ends.push(
+                p.append(&make_batch(i, &[0], Compression::None))
+                    .unwrap()
+                    .end_offset,
+            );
         }
         assert!(p.wait_visible(10, Duration::from_secs(5)).await);
         assert_eq!(p.high_watermark(), 10);
@@ -698,7 +841,10 @@ mod tests {
         assert!(p.size_bytes() <= 3000 + 1024 && p.size_bytes() < before);
         let start = p.log_start();
         assert!(start > 0);
-        assert!(matches!(p.read(start - 1, 100), Err(ReadError::OutOfRange { .. })));
+        assert!(matches!(
+            p.read(start - 1, 100),
+            Err(ReadError::OutOfRange { .. })
+        ));
         assert_eq!(p.delete_records(55).unwrap(), 55);
         assert!(matches!(p.read(54, 100), Err(ReadError::OutOfRange { .. })));
         assert!(p.delete_records(61).is_err());

@@ -69,7 +69,11 @@ impl Segment {
     /// Creates a new, empty segment file.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
         let log_path = dir.join(log_file_name(base_offset));
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&log_path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&log_path)?;
         file.set_len(0)?;
         Ok(Self::empty(dir, base_offset, log_path, file, now_ms))
     }
@@ -151,7 +155,10 @@ impl Segment {
                 }
             };
             if base < self.next_offset {
-                stop = Some(format!("batch at byte {pos} has offset {base} below {}", self.next_offset));
+                stop = Some(format!(
+                    "batch at byte {pos} has offset {base} below {}",
+                    self.next_offset
+                ));
                 break;
             }
             self.note_batch(&h, pos, index_interval);
@@ -175,9 +182,19 @@ impl Segment {
     pub fn note_batch(&mut self, h: &BatchHeader, pos: u64, index_interval: u32) {
         let rel = (h.base_offset - self.base_offset) as u32;
         if self.bytes_since_entry >= u64::from(index_interval) && pos > 0 {
-            self.offsets.push(OffsetEntry { rel, pos: pos as u32 });
-            if self.times.last().is_none_or(|t| t.max_before < self.max_timestamp) {
-                self.times.push(TimeEntry { max_before: self.max_timestamp, rel });
+            self.offsets.push(OffsetEntry {
+                rel,
+                pos: pos as u32,
+            });
+            if self
+                .times
+                .last()
+                .is_none_or(|t| t.max_before < self.max_timestamp)
+            {
+                self.times.push(TimeEntry {
+                    max_before: self.max_timestamp,
+                    rel,
+                });
             }
             self.bytes_since_entry = 0;
         }
@@ -199,7 +216,12 @@ impl Segment {
         let result = (|| {
             while !bufs.is_empty() {
                 match file.write_vectored(bufs) {
-                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "segment write returned 0")),
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "segment write returned 0",
+                        ))
+                    }
                     Ok(n) => IoSlice::advance_slices(&mut bufs, n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
@@ -288,14 +310,20 @@ impl Segment {
         let mut at = 64;
         self.offsets = (0..n_off)
             .map(|_| {
-                let e = OffsetEntry { rel: u32_at(at), pos: u32_at(at + 4) };
+                let e = OffsetEntry {
+                    rel: u32_at(at),
+                    pos: u32_at(at + 4),
+                };
                 at += 8;
                 e
             })
             .collect();
         self.times = (0..n_time)
             .map(|_| {
-                let e = TimeEntry { max_before: u64_at(at) as i64, rel: u32_at(at + 8) };
+                let e = TimeEntry {
+                    max_before: u64_at(at) as i64,
+                    rel: u32_at(at + 8),
+                };
                 at += 12;
                 e
             })
@@ -327,12 +355,20 @@ pub fn read_exact_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
 
 /// Finds the batch holding `offset` by walking headers from `pos` up to `end`: returns its
 /// position, or `None` when no batch in that range holds it.
-pub fn find_batch(file: &File, mut pos: u64, end: u64, offset: i64) -> io::Result<Option<(u64, usize)>> {
+pub fn find_batch(
+    file: &File,
+    mut pos: u64,
+    end: u64,
+    offset: i64,
+) -> io::Result<Option<(u64, usize)>> {
     let mut head = [0u8; PEEK_LEN];
     while pos + PEEK_LEN as u64 <= end {
         file.read_exact_at(&mut head, pos)?;
         let Some((base, total)) = batch::peek_offset_and_len(&head) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "invalid batch length in segment"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "invalid batch length in segment",
+            ));
         };
         let last_delta = i32::from_be_bytes([head[23], head[24], head[25], head[26]]);
         if base + i64::from(last_delta) >= offset {
@@ -345,7 +381,13 @@ pub fn find_batch(file: &File, mut pos: u64, end: u64, offset: i64) -> io::Resul
 
 /// Reads whole batches starting at `pos`: at least the first batch (even when larger than
 /// `max_bytes`, as Kafka does), then as many whole batches as fit in `max_bytes` before `end`.
-pub fn read_batches(file: &File, pos: u64, end: u64, first_len: usize, max_bytes: usize) -> io::Result<Bytes> {
+pub fn read_batches(
+    file: &File,
+    pos: u64,
+    end: u64,
+    first_len: usize,
+    max_bytes: usize,
+) -> io::Result<Bytes> {
     let avail = (end - pos) as usize;
     let want = max_bytes.max(first_len).min(avail);
     let data = read_exact_at(file, pos, want)?;
@@ -375,7 +417,8 @@ mod tests {
     fn append(seg: &mut Segment, b: &Bytes, base: i64) {
         let h = batch::rewritten_header(b, base, None);
         let pos = seg.size;
-        seg.write_all(&mut [IoSlice::new(&h), IoSlice::new(&b[HEADER_LEN..])]).unwrap();
+        seg.write_all(&mut [IoSlice::new(&h), IoSlice::new(&b[HEADER_LEN..])])
+            .unwrap();
         let hh = BatchHeader::parse(&h).unwrap();
         seg.note_batch(&hh, pos, 256);
     }
@@ -406,7 +449,10 @@ mod tests {
         let t = t.expect("truncation reported");
         assert_eq!(scanned.next_offset, 157);
         assert!(t.dropped_bytes > 0);
-        assert_eq!(std::fs::metadata(&scanned.log_path).unwrap().len(), scanned.size);
+        assert_eq!(
+            std::fs::metadata(&scanned.log_path).unwrap().len(),
+            scanned.size
+        );
 
         // Corrupt a byte inside the last batch: CRC catches it.
         let mut data = std::fs::read(&scanned.log_path).unwrap();
@@ -428,9 +474,14 @@ mod tests {
         }
         for target in [0i64, 1, 37, 99] {
             let hint = seg.position_hint(target);
-            let (pos, _) = find_batch(&seg.file, hint, seg.size, target).unwrap().unwrap();
+            let (pos, _) = find_batch(&seg.file, hint, seg.size, target)
+                .unwrap()
+                .unwrap();
             let h = read_header(&seg.file, pos).unwrap();
-            assert!(h.base_offset <= target && target <= h.last_offset(), "{target}");
+            assert!(
+                h.base_offset <= target && target <= h.last_offset(),
+                "{target}"
+            );
         }
         assert!(find_batch(&seg.file, 0, seg.size, 100).unwrap().is_none());
         // Time hint never skips past the answer.

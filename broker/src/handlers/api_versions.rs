@@ -1,0 +1,81 @@
+//! ApiVersions: the table of APIs and version ranges this broker serves, and the errored v0
+//! reply for versions it does not know (clients decode any errored ApiVersions reply as v0).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// APIs served, with the highest version this broker implements (the lowest is the codec's,
+/// which matches Kafka 4.0's floors).
+const SUPPORTED: &[(ApiKey, i16)] = &[
+    (ApiKey::Produce, 13),
+    (ApiKey::Fetch, 17),
+    (ApiKey::ListOffsets, 10),
+    (ApiKey::Metadata, 13),
+    (ApiKey::ApiVersions, 4),
+    (ApiKey::CreateTopics, 7),
+    (ApiKey::DeleteTopics, 6),
+    (ApiKey::DeleteRecords, 2),
+    (ApiKey::InitProducerId, 5),
+    (ApiKey::OffsetForLeaderEpoch, 4),
+    (ApiKey::DescribeConfigs, 4),
+    (ApiKey::AlterConfigs, 2),
+    (ApiKey::CreatePartitions, 3),
+    (ApiKey::IncrementalAlterConfigs, 1),
+    (ApiKey::DescribeCluster, 1),
+    (ApiKey::DescribeTopicPartitions, 0),
+];
+
+/// The (min, max) versions served for `api`, or `None` when the API is not served.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _)| *k == api).map(|(k, max)| {
+        let codec = k.valid_versions();
+        (codec.min, (*max).min(codec.max))
+    })
+}
+
+fn api_list() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .filter_map(|(k, _)| {
+            let (min, max) = supported_range(*k)?;
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = min;
+            v.max_version = max;
+            Some(v)
+        })
+        .collect()
+}
+
+/// The normal ApiVersions answer.
+pub fn handle() -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.api_keys = api_list();
+    r
+}
+
+/// The answer to an ApiVersions request of a version this broker does not know: error 35
+/// (UNSUPPORTED_VERSION), to be encoded as v0 with a v0 header.
+pub fn unsupported() -> ApiVersionsResponse {
+    let mut r = handle();
+    r.error_code = 35;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_respect_kafka_4_floors_and_client_needs() {
+        assert_eq!(supported_range(ApiKey::Produce), Some((3, 13)));
+        assert_eq!(supported_range(ApiKey::Fetch).map(|r| r.0), Some(4));
+        // kafkajs uses Produce <= 7 and Fetch <= 11; Debian's librdkafka Metadata <= 4, ListOffsets <= 2.
+        assert!(supported_range(ApiKey::Metadata).is_some_and(|(lo, _)| lo == 0));
+        assert!(supported_range(ApiKey::ListOffsets).is_some_and(|(lo, hi)| lo <= 1 && hi >= 2));
+        assert_eq!(supported_range(ApiKey::ApiVersions), Some((0, 4)));
+        assert!(supported_range(ApiKey::SaslHandshake).is_none());
+        assert_eq!(unsupported().error_code, 35);
+        assert!(!unsupported().api_keys.is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+//! Request dispatch: one module per Kafka API (or a small family of admin APIs), the table of
+//! supported versions, and the `Reply` a handler gives back (now, later, or none for acks=0).
+
+pub mod api_versions;
+pub mod cluster;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod producer_id;
+pub mod records_admin;
+pub mod topics_admin;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+
+/// What a handler answers.
+pub enum Reply {
+    /// The response is ready.
+    Now(ResponseKind),
+    /// The response comes when the future resolves (durability wait, fetch long-poll).
+    Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
+    /// No response at all (Produce with acks=0).
+    None,
+}
+
+/// Why a request could not be dispatched; the connection is closed with a log line.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("api key {0} is not supported")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported (supported {min}..={max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// Decodes the body of a request and runs its handler.
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    api: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> Result<Reply, DispatchError> {
+    let Some((min, max)) = api_versions::supported_range(api) else {
+        return Err(DispatchError::UnknownApi(api as i16));
+    };
+    if version < min || version > max {
+        return Err(DispatchError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    let request =
+        RequestKind::decode(api, &mut body, version).map_err(|e| DispatchError::Malformed {
+            api,
+            version,
+            reason: e.to_string(),
+        })?;
+    let b = broker;
+    Ok(match request {
+        RequestKind::ApiVersions(_) => {
+            Reply::Now(ResponseKind::ApiVersions(api_versions::handle()))
+        }
+        RequestKind::Metadata(r) => {
+            Reply::Now(ResponseKind::Metadata(metadata::handle(b, version, r)))
+        }
+        RequestKind::Produce(r) => produce::handle(b, r),
+        RequestKind::Fetch(r) => fetch::handle(b, version, r),
+        RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
+            b, version, r,
+        ))),
+        RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
+            topics_admin::create(b, version, r),
+        )),
+        RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
+            topics_admin::delete(b, version, r),
+        )),
+        RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+            topics_admin::create_partitions(b, r),
+        )),
+        RequestKind::DescribeConfigs(r) => {
+            Reply::Now(ResponseKind::DescribeConfigs(configs::describe(b, r)))
+        }
+        RequestKind::AlterConfigs(r) => {
+            Reply::Now(ResponseKind::AlterConfigs(configs::alter(b, r)))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r)),
+        ),
+        RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
+            cluster::describe_cluster(b, r),
+        )),
+        RequestKind::DescribeTopicPartitions(r) => Reply::Now(
+            ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r)),
+        ),
+        RequestKind::DeleteRecords(r) => Reply::Now(ResponseKind::DeleteRecords(
+            records_admin::delete_records(b, r),
+        )),
+        RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
+            records_admin::offset_for_leader_epoch(b, r),
+        )),
+        RequestKind::InitProducerId(r) => {
+            Reply::Now(ResponseKind::InitProducerId(producer_id::handle(b, r)))
+        }
+        _ => return Err(DispatchError::UnknownApi(api as i16)),
+    })
+}
+
+/// A protocol string from a Rust string.
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// A topic name for a response.
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(sb(s))
+}

@@ -1,0 +1,124 @@
+//! Produce: appends each partition's batches in request order while the connection's next
+//! request waits, then (acks 1/all) answers once every append is visible under the topic's flush
+//! policy, or REQUEST_TIMED_OUT after the request's timeout. acks=0 gets no response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+
+use super::{sb, Reply};
+use crate::broker::Broker;
+use crate::log::partition::Partition;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+const REQUEST_TIMED_OUT: i16 = 7;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const CORRUPT_MESSAGE: i16 = 2;
+
+/// A partition waiting for its append to become visible before it is acknowledged.
+struct Waiter {
+    topic: usize,
+    slot: usize,
+    partition: Arc<Partition>,
+    end_offset: i64,
+}
+
+pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
+    let acks = req.acks;
+    let mut resp = ProduceResponse::default();
+    let mut waiters = Vec::new();
+    let txn = req.transactional_id.is_some();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let found = b.resolve(&name, topic.topic_id);
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic.name.clone();
+        tr.topic_id = topic.topic_id;
+        for (slot, pd) in topic.partition_data.into_iter().enumerate() {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = pd.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
+            let partition = found.as_ref().and_then(|t| t.partition(pd.index));
+            let outcome = if !matches!(acks, -1..=1) {
+                Err((INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1".to_string()))
+            } else if txn {
+                Err((
+                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "transactions are not built yet".to_string(),
+                ))
+            } else if let Some(p) = partition {
+                match pd.records {
+                    None => Err((CORRUPT_MESSAGE, "no records".to_string())),
+                    Some(records) => {
+                        let len = records.len() as u64;
+                        match p.append(&records) {
+                            Ok(a) => {
+                                b.metrics.produced(len);
+                                pr.base_offset = a.base_offset;
+                                pr.log_append_time_ms = a.log_append_time;
+                                pr.log_start_offset = a.log_start;
+                                waiters.push(Waiter {
+                                    topic: ti,
+                                    slot,
+                                    partition: p,
+                                    end_offset: a.end_offset,
+                                });
+                                Ok(())
+                            }
+                            Err(e) => {
+                                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                                Err((
+                                    e.kafka_code(),
+                                    format!("{e} (topic {name}, partition {})", pd.index),
+                                ))
+                            }
+                        }
+                    }
+                }
+            } else {
+                let code = if name.is_empty() {
+                    UNKNOWN_TOPIC_ID
+                } else {
+                    UNKNOWN_TOPIC_OR_PARTITION
+                };
+                Err((
+                    code,
+                    format!("unknown topic or partition {name}/{}", pd.index),
+                ))
+            };
+            if let Err((code, msg)) = outcome {
+                b.metrics.produce_error();
+                pr.error_code = code;
+                pr.error_message = Some(sb(msg));
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    if acks == 0 {
+        return Reply::None;
+    }
+    if waiters
+        .iter()
+        .all(|w| w.partition.high_watermark() >= w.end_offset)
+    {
+        return Reply::Now(ResponseKind::Produce(resp));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(1, 300_000) as u64);
+    Reply::Later(Box::pin(async move {
+        for w in waiters {
+            if !w.partition.wait_visible(w.end_offset, timeout).await {
+                let pr = &mut resp.responses[w.topic].partition_responses[w.slot];
+                pr.error_code = REQUEST_TIMED_OUT;
+                pr.error_message = Some(sb("timed out waiting for the flush"));
+            }
+        }
+        ResponseKind::Produce(resp)
+    }))
+}

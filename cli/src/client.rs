@@ -1,0 +1,46 @@
+//! Shared client settings for the commands that talk to a broker through librdkafka.
+
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::ClientConfig;
+
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Bootstrap brokers (host:port, comma separated).
+    #[arg(
+        long,
+        short = 'b',
+        env = "TRIB_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    /// Extra librdkafka setting as key=value (repeatable), e.g. -X compression.type=zstd.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+}
+
+impl ClientArgs {
+    /// A librdkafka config with the bootstrap servers and the extra settings applied.
+    pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("log_level", "3");
+        for kv in &self.extra {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("-X `{kv}`: expected KEY=VALUE"))?;
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses `key=value`.
+pub fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| anyhow::anyhow!("{what} `{s}`: expected KEY=VALUE"))
+}
