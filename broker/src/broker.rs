@@ -7,6 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::log::segment::Truncation;
 use crate::metrics::Metrics;
 use crate::topics::{Topic, TopicError, TopicRegistry};
@@ -16,6 +17,7 @@ use crate::topics::{Topic, TopicError, TopicRegistry};
 pub struct Broker {
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
+    pub groups: Arc<GroupCoordinator>,
     pub metrics: Metrics,
 }
 
@@ -27,11 +29,13 @@ impl Broker {
             config.topic_defaults(),
             config.cluster_id.clone(),
         )?;
+        let groups = Arc::new(GroupCoordinator::open(&config.data_dir, &config)?);
         let metrics = Metrics::new();
         Ok((
             Arc::new(Self {
                 config,
                 topics,
+                groups,
                 metrics,
             }),
             truncations,

@@ -38,6 +38,13 @@ pub struct BrokerConfig {
     pub max_inflight_per_connection: usize,
     /// How often retention runs, in milliseconds (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How long a new consumer group waits for more members before its first generation, in
+    /// milliseconds (`group.initial.rebalance.delay.ms`; Kafka's default is 3000).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a group member may ask for (`group.min.session.timeout.ms`).
+    pub group_min_session_timeout_ms: u64,
+    /// Largest session timeout a group member may ask for (`group.max.session.timeout.ms`).
+    pub group_max_session_timeout_ms: u64,
     /// Defaults for every topic; a topic's own configs override them.
     pub log: LogDefaults,
 }
@@ -81,6 +88,9 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_inflight_per_connection: 64,
             retention_check_interval_ms: 60_000,
+            group_initial_rebalance_delay_ms: 300,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
             log: LogDefaults::default(),
         }
     }
@@ -139,6 +149,12 @@ impl BrokerConfig {
         }
         if self.max_inflight_per_connection == 0 {
             return err("max_inflight_per_connection", "must be at least 1");
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return err(
+                "group_min_session_timeout_ms",
+                "must not exceed group_max_session_timeout_ms",
+            );
         }
         if let Some(adv) = &self.advertised {
             if split_host_port(adv).is_none() {

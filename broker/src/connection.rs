@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
-use crate::handlers::{self, api_versions, Reply};
+use crate::handlers::{self, api_versions, Reply, RequestContext};
 
 /// A response owed to the client, in request order.
 struct Pending {
@@ -48,7 +48,11 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_loop(wr, rx));
-    let result = read_loop(&broker, &mut rd, &tx).await;
+    let ctx = RequestContext {
+        client_id: String::new(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    let result = read_loop(&broker, ctx, &mut rd, &tx).await;
     drop(tx);
     match result {
         Ok(()) => {}
@@ -64,6 +68,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
 
 async fn read_loop(
     broker: &Arc<Broker>,
+    mut ctx: RequestContext,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     tx: &mpsc::Sender<Pending>,
 ) -> Result<(), ConnectionError> {
@@ -93,7 +98,7 @@ async fn read_loop(
         }
         buf.advance(4);
         let frame = buf.split_to(size).freeze();
-        if let Some(p) = handle_frame(broker, frame)? {
+        if let Some(p) = handle_frame(broker, &mut ctx, frame)? {
             if tx.send(p).await.is_err() {
                 return Ok(());
             }
@@ -104,6 +109,7 @@ async fn read_loop(
 /// Decodes one request frame and dispatches it.
 fn handle_frame(
     broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
     mut frame: Bytes,
 ) -> Result<Option<Pending>, ConnectionError> {
     if frame.len() < 8 {
@@ -127,10 +133,15 @@ fn handle_frame(
         }
     }
     let header_version = api.request_header_version(version);
-    let _header = RequestHeader::decode(&mut frame, header_version)
+    let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| ConnectionError::Header(e.to_string()))?;
+    if let Some(id) = header.client_id {
+        if *id != *ctx.client_id {
+            ctx.client_id = id.to_string();
+        }
+    }
     broker.metrics.request(api_name(api));
-    let reply = handlers::dispatch(broker, api, version, frame)?;
+    let reply = handlers::dispatch(broker, ctx, api, version, frame)?;
     if matches!(reply, Reply::None) {
         return Ok(None);
     }

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod fsutil;
+pub mod group;
 pub mod handlers;
 pub mod http;
 pub mod log;

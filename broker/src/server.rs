@@ -19,6 +19,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let retention = tokio::spawn(retention_loop(broker.clone()));
+    let groups = broker.groups.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            groups.tick();
+        }
+    });
     if let Some(addr) = broker.config.http {
         let b = broker.clone();
         tokio::spawn(async move {
@@ -53,6 +61,7 @@ pub async fn run(
         });
     }
     retention.abort();
+    ticker.abort();
     tracing::info!("shutting down: flushing partitions");
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.topics.close())

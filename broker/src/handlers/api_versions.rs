@@ -23,6 +23,17 @@ const SUPPORTED: &[(ApiKey, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 1),
     (ApiKey::DescribeCluster, 1),
     (ApiKey::DescribeTopicPartitions, 0),
+    (ApiKey::FindCoordinator, 6),
+    (ApiKey::JoinGroup, 9),
+    (ApiKey::SyncGroup, 5),
+    (ApiKey::Heartbeat, 4),
+    (ApiKey::LeaveGroup, 5),
+    (ApiKey::OffsetCommit, 9),
+    (ApiKey::OffsetFetch, 9),
+    (ApiKey::ListGroups, 5),
+    (ApiKey::DescribeGroups, 5),
+    (ApiKey::DeleteGroups, 2),
+    (ApiKey::OffsetDelete, 0),
 ];
 
 /// The (min, max) versions served for `api`, or `None` when the API is not served.

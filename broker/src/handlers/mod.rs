@@ -5,8 +5,10 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod records_admin;
@@ -52,9 +54,18 @@ pub enum DispatchError {
     },
 }
 
+/// Who sent a request (for group membership descriptions).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client_id: String,
+    /// `/ip` of the peer, as Kafka reports member hosts.
+    pub client_host: String,
+}
+
 /// Decodes the body of a request and runs its handler.
 pub fn dispatch(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     api: ApiKey,
     version: i16,
     mut body: Bytes,
@@ -122,6 +133,25 @@ pub fn dispatch(
         RequestKind::InitProducerId(r) => {
             Reply::Now(ResponseKind::InitProducerId(producer_id::handle(b, r)))
         }
+        RequestKind::FindCoordinator(r) => Reply::Now(ResponseKind::FindCoordinator(
+            groups::find_coordinator(b, version, r),
+        )),
+        RequestKind::JoinGroup(r) => groups::join(b, ctx, version, r),
+        RequestKind::SyncGroup(r) => groups::sync(b, r),
+        RequestKind::Heartbeat(r) => Reply::Now(ResponseKind::Heartbeat(groups::heartbeat(b, r))),
+        RequestKind::LeaveGroup(r) => {
+            Reply::Now(ResponseKind::LeaveGroup(groups::leave(b, version, r)))
+        }
+        RequestKind::ListGroups(r) => Reply::Now(ResponseKind::ListGroups(groups::list(b, r))),
+        RequestKind::DescribeGroups(r) => Reply::Now(ResponseKind::DescribeGroups(
+            groups::describe(b, version, r),
+        )),
+        RequestKind::DeleteGroups(r) => groups::delete(b, r),
+        RequestKind::OffsetCommit(r) => offsets::commit(b, r),
+        RequestKind::OffsetFetch(r) => {
+            Reply::Now(ResponseKind::OffsetFetch(offsets::fetch(b, version, r)))
+        }
+        RequestKind::OffsetDelete(r) => offsets::delete(b, r),
         _ => return Err(DispatchError::UnknownApi(api as i16)),
     })
 }

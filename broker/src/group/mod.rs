@@ -1,0 +1,539 @@
+//! The group coordinator: every consumer group of this broker (`state`), their committed offsets
+//! and membership kept durably (`store`), session expiry on a ticker, and the operations the
+//! group and offset handlers call.
+
+pub mod state;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+pub use state::Committed;
+use state::{Group, GroupSnapshot, GroupState, JoinOutcome, JoinRequest, SyncOutcome};
+use store::{Entry, GroupStore};
+
+use crate::config::BrokerConfig;
+use crate::log::partition::now_ms;
+use crate::topics::TopicRegistry;
+
+pub const INVALID_GROUP_ID: i16 = 24;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const REQUEST_TIMED_OUT: i16 = 7;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// A member as described to DescribeGroups and `trib group describe`.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as described to DescribeGroups.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    store: Mutex<GroupStore>,
+    initial_delay: Duration,
+    min_session: Duration,
+    max_session: Duration,
+}
+
+impl GroupCoordinator {
+    /// Opens the group store and rebuilds every group from it.
+    pub fn open(data_dir: &Path, config: &BrokerConfig) -> std::io::Result<Self> {
+        let (store, entries) = GroupStore::open(data_dir, config.topic_defaults())?;
+        let now = Instant::now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for e in entries {
+            match e {
+                Entry::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value,
+                } => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group));
+                    match value {
+                        Some(c) => g.offsets.insert((topic, partition), c),
+                        None => g.offsets.remove(&(topic, partition)),
+                    };
+                }
+                Entry::Group {
+                    group,
+                    value: Some(snap),
+                } => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group))
+                        .restore(snap, now);
+                }
+                Entry::Group { group, value: None } => {
+                    groups.remove(&group);
+                }
+            }
+        }
+        tracing::info!(groups = groups.len(), "group coordinator loaded");
+        Ok(Self {
+            groups: Mutex::new(groups),
+            store: Mutex::new(store),
+            initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session: Duration::from_millis(config.group_min_session_timeout_ms),
+            max_session: Duration::from_millis(config.group_max_session_timeout_ms),
+        })
+    }
+
+    fn groups(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn store(&self) -> MutexGuard<'_, GroupStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn join(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> Result<JoinOutcome, i16> {
+        if group_id.is_empty() {
+            return Err(INVALID_GROUP_ID);
+        }
+        if req.session_timeout < self.min_session || req.session_timeout > self.max_session {
+            return Err(INVALID_SESSION_TIMEOUT);
+        }
+        let mut groups = self.groups();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+        Ok(g.join(req, Instant::now(), self.initial_delay))
+    }
+
+    pub fn sync(
+        self: &Arc<Self>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncOutcome {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group_id) else {
+            return SyncOutcome::Now(state::SyncResult {
+                error: state::UNKNOWN_MEMBER_ID,
+                ..Default::default()
+            });
+        };
+        let (outcome, stable) = g.sync(
+            member_id,
+            instance_id,
+            generation,
+            assignments,
+            Instant::now(),
+        );
+        if stable {
+            let me = self.clone();
+            let id = group_id.to_string();
+            tokio::spawn(async move { me.persist_group(&id).await });
+        }
+        outcome
+    }
+
+    /// Writes a group's membership to the store (after it became Stable).
+    async fn persist_group(&self, group_id: &str) {
+        let end = {
+            let mut store = self.store();
+            let snap = self.groups().get(group_id).map(Group::snapshot);
+            let Some(snap) = snap else { return };
+            store.append(&[Entry::Group {
+                group: group_id.to_string(),
+                value: Some(snap),
+            }])
+        };
+        match end {
+            Ok(end) => {
+                let wait = { self.store().wait(end) };
+                let _ = wait.await;
+            }
+            Err(e) => {
+                tracing::warn!(group = group_id, error = %e, "could not persist group membership")
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        match self.groups().get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, Instant::now()),
+            None => state::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// Removes members (member id, instance id); returns each one's error code.
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group_id) else {
+            return vec![state::UNKNOWN_MEMBER_ID; members.len()];
+        };
+        let now = Instant::now();
+        members
+            .iter()
+            .map(|(id, inst)| g.leave(id, inst.as_deref(), now))
+            .collect()
+    }
+
+    /// Commits offsets; returns one error code per input, in order.
+    pub async fn commit(
+        self: &Arc<Self>,
+        topics: &TopicRegistry,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Vec<i16> {
+        if group_id.is_empty() {
+            return vec![INVALID_GROUP_ID; offsets.len()];
+        }
+        {
+            let mut groups = self.groups();
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id));
+            let check = if generation < 0 && member_id.is_empty() {
+                // A simple consumer (no group membership) may commit only while the group is empty.
+                if g.members.is_empty() {
+                    Ok(())
+                } else {
+                    Err(state::UNKNOWN_MEMBER_ID)
+                }
+            } else {
+                g.check_member(member_id, instance_id, generation)
+                    .and_then(|()| {
+                        if g.state == GroupState::CompletingRebalance {
+                            Err(state::REBALANCE_IN_PROGRESS)
+                        } else {
+                            Ok(())
+                        }
+                    })
+            };
+            if let Err(e) = check {
+                return vec![e; offsets.len()];
+            }
+        }
+        let now = now_ms();
+        let mut codes = vec![0i16; offsets.len()];
+        let mut entries = Vec::new();
+        for (i, o) in offsets.iter().enumerate() {
+            if topics
+                .get(&o.topic)
+                .and_then(|t| t.partition(o.partition))
+                .is_none()
+            {
+                codes[i] = UNKNOWN_TOPIC_OR_PARTITION;
+            } else if o
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+            {
+                codes[i] = OFFSET_METADATA_TOO_LARGE;
+            } else {
+                entries.push(Entry::Offset {
+                    group: group_id.to_string(),
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                    value: Some(Committed {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata.clone(),
+                        commit_ms: now,
+                    }),
+                });
+            }
+        }
+        if entries.is_empty() {
+            return codes;
+        }
+        let appended = {
+            let mut store = self.store();
+            match store.append(&entries) {
+                Ok(end) => {
+                    let mut groups = self.groups();
+                    let g = groups
+                        .entry(group_id.to_string())
+                        .or_insert_with(|| Group::new(group_id));
+                    for e in &entries {
+                        if let Entry::Offset {
+                            topic,
+                            partition,
+                            value: Some(c),
+                            ..
+                        } = e
+                        {
+                            g.offsets.insert((topic.clone(), *partition), c.clone());
+                        }
+                    }
+                    let live = live_entries(&groups);
+                    drop(groups);
+                    if store.wants_rewrite(live.len()) {
+                        if let Err(e) = store.rewrite(&live) {
+                            tracing::warn!(error = %e, "group store rewrite failed");
+                        }
+                    }
+                    Ok(store.wait(end))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let failure = match appended {
+            Ok(wait) => (!wait.await).then_some(REQUEST_TIMED_OUT),
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "could not store offsets");
+                Some(KAFKA_STORAGE_ERROR)
+            }
+        };
+        if let Some(code) = failure {
+            codes
+                .iter_mut()
+                .filter(|c| **c == 0)
+                .for_each(|c| *c = code);
+        }
+        codes
+    }
+
+    /// Committed offsets of a group: for the given topics/partitions, or all when `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, i32, Option<Committed>)> {
+        let groups = self.groups();
+        let g = groups.get(group_id);
+        match wanted {
+            Some(w) => w
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+                .map(|(t, p)| {
+                    let c = g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned());
+                    (t, p, c)
+                })
+                .collect(),
+            None => {
+                let mut v: Vec<_> = g
+                    .map(|g| {
+                        g.offsets
+                            .iter()
+                            .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                v
+            }
+        }
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let mut v: Vec<_> = self
+            .groups()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+        let groups = self.groups();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupView {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberView {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete_group(&self, group_id: &str) -> i16 {
+        let entries = {
+            let mut groups = self.groups();
+            let Some(g) = groups.get(group_id) else {
+                return GROUP_ID_NOT_FOUND;
+            };
+            if !g.members.is_empty() {
+                return NON_EMPTY_GROUP;
+            }
+            let mut entries: Vec<Entry> = g
+                .offsets
+                .keys()
+                .map(|(t, p)| Entry::Offset {
+                    group: group_id.into(),
+                    topic: t.clone(),
+                    partition: *p,
+                    value: None,
+                })
+                .collect();
+            entries.push(Entry::Group {
+                group: group_id.into(),
+                value: None,
+            });
+            groups.remove(group_id);
+            entries
+        };
+        self.store_entries(&entries).await
+    }
+
+    /// Deletes committed offsets of partitions the group is not subscribed to.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let (codes, entries) = {
+            let mut groups = self.groups();
+            let Some(g) = groups.get_mut(group_id) else {
+                return Err(GROUP_ID_NOT_FOUND);
+            };
+            let mut codes = Vec::new();
+            let mut entries = Vec::new();
+            for (t, p) in partitions {
+                if g.state != GroupState::Empty && g.subscribed_to(t) {
+                    codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                } else {
+                    g.offsets.remove(&(t.clone(), *p));
+                    entries.push(Entry::Offset {
+                        group: group_id.into(),
+                        topic: t.clone(),
+                        partition: *p,
+                        value: None,
+                    });
+                    codes.push(0);
+                }
+            }
+            (codes, entries)
+        };
+        let code = self.store_entries(&entries).await;
+        Ok(codes
+            .into_iter()
+            .map(|c| if c == 0 { code } else { c })
+            .collect())
+    }
+
+    async fn store_entries(&self, entries: &[Entry]) -> i16 {
+        if entries.is_empty() {
+            return 0;
+        }
+        let end = { self.store().append(entries) };
+        match end {
+            Ok(end) => {
+                let wait = { self.store().wait(end) };
+                if wait.await {
+                    0
+                } else {
+                    REQUEST_TIMED_OUT
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not write group store");
+                KAFKA_STORAGE_ERROR
+            }
+        }
+    }
+
+    /// Expires dead members, completes overdue rebalances, forgets empty groups with no offsets.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups();
+        for g in groups.values_mut() {
+            g.tick(now);
+        }
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.offsets.is_empty() && g.members.is_empty())
+        });
+    }
+
+    pub fn close(&self) -> std::io::Result<()> {
+        self.store().close()
+    }
+
+    /// Bytes used by the group store log.
+    pub fn store_bytes(&self) -> u64 {
+        self.store().size_bytes()
+    }
+}
+
+fn live_entries(groups: &HashMap<String, Group>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for g in groups.values() {
+        let sorted: BTreeMap<_, _> = g.offsets.iter().collect();
+        for ((t, p), c) in sorted {
+            out.push(Entry::Offset {
+                group: g.id.clone(),
+                topic: t.clone(),
+                partition: *p,
+                value: Some(c.clone()),
+            });
+        }
+        let snap: GroupSnapshot = g.snapshot();
+        if !snap.members.is_empty() {
+            out.push(Entry::Group {
+                group: g.id.clone(),
+                value: Some(snap),
+            });
+        }
+    }
+    out
+}
