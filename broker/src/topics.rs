@@ -13,7 +13,6 @@ use crate::log::segment::Truncation;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
 const META_FILE: &str = "meta.json";
-const CLEAN_MARKER: &str = ".clean-shutdown";
 
 /// A topic operation refused, with the Kafka error code for it.
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +177,6 @@ impl TopicRegistry {
             meta.cluster_id =
                 cluster_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..22].to_string());
         }
-        let clean_marker = data_dir.join(CLEAN_MARKER);
-        let clean = clean_marker.exists();
-        let _ = std::fs::remove_file(&clean_marker);
         let mut topics = HashMap::new();
         let mut truncations = Vec::new();
         for t in &meta.topics {
@@ -198,7 +194,6 @@ impl TopicRegistry {
                     i,
                     partition_dir(data_dir, &t.name, i),
                     config.clone(),
-                    clean,
                 )?;
                 truncations.extend(tr);
                 parts.push(p);
@@ -314,7 +309,6 @@ impl TopicRegistry {
                 i,
                 partition_dir(&self.data_dir, name, i),
                 config.clone(),
-                true,
             )?;
             parts.push(p);
         }
@@ -401,7 +395,6 @@ impl TopicRegistry {
                 i,
                 partition_dir(&self.data_dir, name, i),
                 config.clone(),
-                true,
             )?;
             added.push(p);
         }
@@ -465,7 +458,7 @@ impl TopicRegistry {
                 p.close()?;
             }
         }
-        crate::fsutil::write_atomic(&self.data_dir.join(CLEAN_MARKER), b"clean")
+        Ok(())
     }
 }
 

@@ -38,6 +38,9 @@ pub struct ProduceBench {
     /// Target records per second (0: unlimited).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Client-side batching delay (librdkafka linger.ms); latency figures include it.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
     /// Send to this partition only (default: partition 0).
     #[arg(long, default_value_t = 0)]
     partition: i32,
@@ -112,7 +115,7 @@ fn produce(a: ProduceBench) -> anyhow::Result<()> {
         .client
         .config()?
         .set("acks", &a.acks)
-        .set("linger.ms", "5")
+        .set("linger.ms", a.linger_ms.to_string())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")

@@ -6,6 +6,7 @@ mod bench;
 mod broker_cmd;
 mod client;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -33,6 +34,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Measure produce or consume throughput and latency against any Kafka-protocol broker.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(c) => topic::run(c).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
+            Command::Group(c) => group::run(c).await,
             Command::Bench(c) => bench::run(c).await,
         }
     });

@@ -100,8 +100,7 @@ impl GroupStore {
         config.retention_bytes = -1;
         config.max_message_bytes = 64 << 20;
         let dir = data_dir.join(format!("{TOPIC}-0"));
-        let (partition, truncations) =
-            Partition::open(TOPIC.into(), 0, dir, Arc::new(config), false)?;
+        let (partition, truncations) = Partition::open(TOPIC.into(), 0, dir, Arc::new(config))?;
         if !truncations.is_empty() {
             tracing::warn!(
                 count = truncations.len(),

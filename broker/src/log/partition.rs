@@ -22,6 +22,10 @@ use super::segment::{self, Segment, Truncation};
 use crate::topic_config::{FlushPolicy, TimestampType, TopicConfig};
 
 const LOG_START_FILE: &str = "log-start-offset";
+/// Write a recovery checkpoint (fsync + index of the active segment) after this many bytes...
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// ...or this long after the last one, whichever comes first.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why an append was refused.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,9 @@ struct LogState {
     unsynced: Vec<Arc<File>>,
     /// Where the last read ended, so sequential consumers skip the index walk.
     read_hint: Point,
+    /// Bytes appended since the last recovery checkpoint, and when it was written.
+    since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
 }
 
 /// One partition of a topic.
@@ -122,14 +129,13 @@ pub fn now_ms() -> i64 {
 }
 
 impl Partition {
-    /// Opens (or creates) the partition in `dir`, recovering the log. `clean` says the broker
-    /// stopped cleanly, so the active segment's index file can be trusted.
+    /// Opens (or creates) the partition in `dir`, recovering the log: each segment loads its
+    /// index file (the active one's is the last recovery checkpoint) and scans only what follows.
     pub fn open(
         topic: Arc<str>,
         index: i32,
         dir: PathBuf,
         config: Arc<TopicConfig>,
-        clean: bool,
     ) -> io::Result<(Arc<Self>, Vec<Truncation>)> {
         std::fs::create_dir_all(&dir)?;
         let now = now_ms();
@@ -145,23 +151,12 @@ impl Partition {
         let stored_start = read_log_start(&dir)?;
         let mut truncations = Vec::new();
         let mut segments = VecDeque::new();
-        let n = bases.len();
-        for (i, base) in bases.into_iter().enumerate() {
-            let active = i + 1 == n;
-            let (seg, t) = Segment::open(
-                &dir,
-                base,
-                !active || clean,
-                config.index_interval_bytes,
-                now,
-            )?;
+        for base in bases {
+            let (seg, t) = Segment::open(&dir, base, config.index_interval_bytes, now)?;
             if let Some(t) = t {
                 tracing::warn!(segment = %t.segment.display(), dropped_bytes = t.dropped_bytes, reason = %t.reason,
                     "truncated segment during recovery");
                 truncations.push(t);
-            }
-            if active {
-                seg.forget_index_file();
             }
             segments.push_back(seg);
         }
@@ -190,6 +185,8 @@ impl Partition {
                 dirty: false,
                 unsynced: Vec::new(),
                 read_hint: end,
+                since_checkpoint: 0,
+                last_checkpoint: std::time::Instant::now(),
             }),
             config: RwLock::new(config),
             hw,
@@ -291,6 +288,10 @@ impl Partition {
             pos += h.total_len() as u64;
         }
         st.next_offset = next;
+        st.since_checkpoint += records.len() as u64;
+        if st.since_checkpoint >= CHECKPOINT_BYTES {
+            self.flush_wake.notify_one();
+        }
         let log_start = st.log_start;
         match cfg.flush {
             FlushPolicy::Os => {
@@ -353,9 +354,11 @@ impl Partition {
 
     /// fsyncs everything written so far and then makes it visible. Returns once done.
     pub async fn flush(&self) -> io::Result<()> {
-        let (files, point) = {
+        let (files, point, checkpoint) = {
             let mut st = self.lock();
-            if !st.dirty && st.unsynced.is_empty() {
+            let checkpoint = st.since_checkpoint >= CHECKPOINT_BYTES
+                || (st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
+            if !st.dirty && st.unsynced.is_empty() && !checkpoint {
                 return Ok(());
             }
             st.dirty = false;
@@ -363,7 +366,7 @@ impl Partition {
             if let Some(a) = st.segments.back() {
                 files.push(a.file.clone());
             }
-            (files, end_point(&st.segments))
+            (files, end_point(&st.segments), checkpoint)
         };
         let synced =
             tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
@@ -373,10 +376,34 @@ impl Partition {
             self.lock().dirty = true;
             return Err(e);
         }
-        let mut st = self.lock();
-        if point.offset > st.visible.offset {
-            st.visible = point;
-            self.hw.send_replace(point.offset);
+        let index_file = {
+            let mut st = self.lock();
+            if point.offset > st.visible.offset {
+                st.visible = point;
+                self.hw.send_replace(point.offset);
+            }
+            if checkpoint {
+                st.since_checkpoint = st
+                    .since_checkpoint
+                    .saturating_sub(CHECKPOINT_BYTES)
+                    .min(CHECKPOINT_BYTES);
+                st.last_checkpoint = std::time::Instant::now();
+            }
+            // The prefix up to `point` is on disk now: record it as the recovery checkpoint.
+            st.segments
+                .back()
+                .filter(|s| checkpoint && s.base_offset == point.segment)
+                .map(|s| {
+                    (
+                        s.index_path().to_path_buf(),
+                        s.index_bytes_upto(point.position, point.offset),
+                    )
+                })
+        };
+        if let Some((path, bytes)) = index_file {
+            tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&path, &bytes))
+                .await
+                .map_err(io::Error::other)??;
         }
         Ok(())
     }
@@ -716,7 +743,11 @@ async fn run_flusher(p: std::sync::Weak<Partition>) {
             let cfg = p.config();
             (cfg.flush_ms.map(Duration::from_millis), p)
         };
-        let sleep = tokio::time::sleep(interval.unwrap_or(Duration::from_secs(3600)));
+        let sleep = tokio::time::sleep(
+            interval
+                .unwrap_or(CHECKPOINT_INTERVAL)
+                .min(CHECKPOINT_INTERVAL),
+        );
         tokio::select! {
             _ = wake.flush_wake.notified() => {}
             _ = sleep => {}
@@ -750,8 +781,7 @@ mod tests {
     async fn append_read_roll_and_reopen() {
         let d = tempfile::tempdir().unwrap();
         let c = cfg(|c| c.segment_bytes = 2048);
-        let (p, _) =
-            Partition::open("t".into(), 0, d.path().join("t-0"), c.clone(), false).unwrap();
+        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c.clone()).unwrap();
         let mut expect = 0;
         for i in 0..40 {
             let a = p
@@ -800,7 +830,7 @@ mod tests {
 
         // Unclean reopen (no index for the active segment) recovers the same log.
         drop(p);
-        let (p2, t) = Partition::open("t".into(), 0, d.path().join("t-0"), c, false).unwrap();
+        let (p2, t) = Partition::open("t".into(), 0, d.path().join("t-0"), c).unwrap();
         assert!(t.is_empty());
         assert_eq!(p2.high_watermark(), 120);
         assert_eq!(p2.offset_for_timestamp(200).unwrap(), Some((60, 200)));
@@ -810,7 +840,7 @@ mod tests {
     async fn fsync_policy_makes_data_visible_only_after_flush() {
         let d = tempfile::tempdir().unwrap();
         let c = cfg(|c| c.flush = FlushPolicy::Fsync);
-        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c, false).unwrap();
+        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c).unwrap();
         let mut ends = vec![];
         for i in 0..10 {
             ends.push(
@@ -831,7 +861,7 @@ mod tests {
             c.retention_bytes = 3000;
             c.retention_ms = -1;
         });
-        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c, false).unwrap();
+        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c).unwrap();
         for i in 0..60 {
             p.append(&make_batch(i, &[0], Compression::None)).unwrap();
         }
@@ -850,7 +880,7 @@ mod tests {
         assert!(p.delete_records(61).is_err());
         drop(p);
         let c = cfg(|_| {});
-        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c, false).unwrap();
+        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), c).unwrap();
         assert_eq!(p.log_start(), 55, "log start survives restart");
         // A time lookup below the log start answers the first retained record.
         assert_eq!(p.offset_for_timestamp(0).unwrap().map(|x| x.0), Some(55));

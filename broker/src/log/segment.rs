@@ -95,13 +95,13 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment. With `trust_index`, a valid index file is loaded; otherwise (or
-    /// when it is missing or stale) the log is scanned, validated, and truncated after the last
-    /// whole, valid batch.
+    /// Opens an existing segment. A valid index file covers a prefix of the log that was on disk
+    /// when it was written (at roll, clean shutdown, or a recovery checkpoint after an fsync);
+    /// only the bytes after that prefix are scanned, validated, and truncated after the last
+    /// whole, valid batch. Without a usable index file the whole log is scanned.
     pub fn open(
         dir: &Path,
         base_offset: i64,
-        trust_index: bool,
         index_interval: u32,
         now_ms: i64,
     ) -> io::Result<(Self, Option<Truncation>)> {
@@ -115,17 +115,33 @@ impl Segment {
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now_ms, |d| d.as_millis() as i64);
         let mut seg = Self::empty(dir, base_offset, log_path, file, created_ms);
-        if trust_index && seg.load_index(len).is_ok() {
+        if seg.load_index(len).is_err() {
+            seg.reset_index();
+        }
+        if seg.size == len {
             return Ok((seg, None));
         }
         let trunc = seg.scan(len, index_interval)?;
         Ok((seg, trunc))
     }
 
-    /// Scans the whole log file, rebuilding indexes and truncating a torn or corrupt tail.
+    fn reset_index(&mut self) {
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.offsets.clear();
+        self.times.clear();
+        self.bytes_since_entry = 0;
+        self.max_timestamp = -1;
+        self.max_timestamp_batch = -1;
+    }
+
+    /// Scans the log from `self.size` (the end of the trusted prefix), extending the indexes and
+    /// truncating a torn or corrupt tail.
     fn scan(&mut self, len: u64, index_interval: u32) -> io::Result<Option<Truncation>> {
-        let mut reader = io::BufReader::with_capacity(1 << 20, File::open(&self.log_path)?);
-        let mut pos = 0u64;
+        let mut file = File::open(&self.log_path)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(self.size))?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        let mut pos = self.size;
         let mut buf = Vec::new();
         let mut stop: Option<String> = None;
         while pos < len {
@@ -256,29 +272,56 @@ impl Segment {
         }
     }
 
-    /// Writes the index file atomically (called at roll and clean shutdown).
+    /// Writes the index file atomically for the whole segment (at roll and clean shutdown).
     pub fn persist_index(&self) -> io::Result<()> {
-        let mut out = Vec::with_capacity(64 + self.offsets.len() * 8 + self.times.len() * 12);
+        self.persist_index_upto(self.size, self.next_offset)
+    }
+
+    /// Writes the index file covering the log up to byte `size` (offset `next_offset`): a
+    /// recovery checkpoint, valid once that prefix has been fsynced.
+    pub fn persist_index_upto(&self, size: u64, next_offset: i64) -> io::Result<()> {
+        crate::fsutil::write_atomic(&self.index_path, &self.index_bytes_upto(size, next_offset))
+    }
+
+    /// Where the index file lives.
+    pub fn index_path(&self) -> &Path {
+        &self.index_path
+    }
+
+    /// The index file's bytes covering the log up to byte `size`.
+    pub fn index_bytes_upto(&self, size: u64, next_offset: i64) -> Vec<u8> {
+        let offsets: Vec<&OffsetEntry> = self
+            .offsets
+            .iter()
+            .filter(|e| u64::from(e.pos) < size)
+            .collect();
+        let limit_rel = offsets.last().map_or(0, |e| e.rel);
+        let times: Vec<&TimeEntry> = self
+            .times
+            .iter()
+            .filter(|e| e.rel <= limit_rel && size > 0)
+            .collect();
+        let mut out = Vec::with_capacity(64 + offsets.len() * 8 + times.len() * 12);
         out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&self.size.to_le_bytes());
-        out.extend_from_slice(&self.next_offset.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&next_offset.to_le_bytes());
         out.extend_from_slice(&self.max_timestamp.to_le_bytes());
         out.extend_from_slice(&self.max_timestamp_batch.to_le_bytes());
         out.extend_from_slice(&self.created_ms.to_le_bytes());
         out.extend_from_slice(&self.bytes_since_entry.to_le_bytes());
-        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.times.len() as u32).to_le_bytes());
-        for e in &self.offsets {
+        out.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(times.len() as u32).to_le_bytes());
+        for e in &offsets {
             out.extend_from_slice(&e.rel.to_le_bytes());
             out.extend_from_slice(&e.pos.to_le_bytes());
         }
-        for e in &self.times {
+        for e in &times {
             out.extend_from_slice(&e.max_before.to_le_bytes());
             out.extend_from_slice(&e.rel.to_le_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        crate::fsutil::write_atomic(&self.index_path, &out)
+        out
     }
 
     fn load_index(&mut self, log_len: u64) -> Result<(), &'static str> {
@@ -293,7 +336,8 @@ impl Segment {
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap_or([0; 4]));
         let size = u64_at(8);
-        if size != log_len {
+        if size > log_len {
+            // The log lost bytes the index covered (power loss before they reached disk).
             return Err("stale");
         }
         let n_off = u32_at(56) as usize;
@@ -338,11 +382,6 @@ impl Segment {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
-    }
-
-    /// Removes a stale index file (the active segment's, which changes with every append).
-    pub fn forget_index_file(&self) {
-        let _ = std::fs::remove_file(&self.index_path);
     }
 }
 
@@ -436,7 +475,7 @@ mod tests {
         assert_eq!(seg.next_offset, 160);
         assert!(!seg.offsets.is_empty());
         seg.persist_index().unwrap();
-        let (loaded, t) = Segment::open(dir.path(), 100, true, 256, 0).unwrap();
+        let (loaded, t) = Segment::open(dir.path(), 100, 256, 0).unwrap();
         assert!(t.is_none());
         assert_eq!(loaded.offsets, seg.offsets);
         assert_eq!(loaded.times, seg.times);
@@ -445,7 +484,7 @@ mod tests {
         // Cut the file mid-batch: the scan keeps whole batches only.
         let full = seg.size;
         seg.file.set_len(full - 10).unwrap();
-        let (scanned, t) = Segment::open(dir.path(), 100, true, 256, 0).unwrap();
+        let (scanned, t) = Segment::open(dir.path(), 100, 256, 0).unwrap();
         let t = t.expect("truncation reported");
         assert_eq!(scanned.next_offset, 157);
         assert!(t.dropped_bytes > 0);
@@ -459,9 +498,41 @@ mod tests {
         let n = data.len();
         data[n - 5] ^= 0x55;
         std::fs::write(&scanned.log_path, &data).unwrap();
-        let (s2, t) = Segment::open(dir.path(), 100, false, 256, 0).unwrap();
+        let (s2, t) = Segment::open(dir.path(), 100, 256, 0).unwrap();
         assert!(t.unwrap().reason.contains("CRC"));
         assert_eq!(s2.next_offset, 154);
+    }
+
+    #[test]
+    fn checkpoint_prefix_then_scan_of_the_rest_matches_a_full_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0, 0).unwrap();
+        let mut base = 0;
+        for i in 0..30 {
+            append(
+                &mut seg,
+                &make_batch(i * 7, &[0, 3], Compression::None),
+                base,
+            );
+            base += 2;
+            if i == 12 {
+                // Recovery checkpoint covering the first 13 batches.
+                seg.persist_index_upto(seg.size, seg.next_offset).unwrap();
+            }
+        }
+        let (reopened, t) = Segment::open(dir.path(), 0, 256, 0).unwrap();
+        assert!(t.is_none());
+        assert_eq!(reopened.next_offset, 60);
+        assert_eq!(reopened.size, seg.size);
+        assert_eq!(
+            reopened.offsets, seg.offsets,
+            "index rebuilt past the checkpoint equals the live one"
+        );
+        assert_eq!(reopened.max_timestamp, seg.max_timestamp);
+        // A checkpoint claiming more than the file holds is ignored (full scan instead).
+        seg.persist_index_upto(seg.size + 100, 99).unwrap();
+        let (full, _) = Segment::open(dir.path(), 0, 256, 0).unwrap();
+        assert_eq!(full.next_offset, 60);
     }
 
     #[test]
