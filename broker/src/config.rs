@@ -45,6 +45,10 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: u64,
     /// Largest session timeout a group member may ask for (`group.max.session.timeout.ms`).
     pub group_max_session_timeout_ms: u64,
+    /// KIP-848 consumer groups: a member silent this long is removed (`group.consumer.session.timeout.ms`).
+    pub group_consumer_session_timeout_ms: u64,
+    /// KIP-848 consumer groups: heartbeat interval handed to members (`group.consumer.heartbeat.interval.ms`).
+    pub group_consumer_heartbeat_interval_ms: u64,
     /// Defaults for every topic; a topic's own configs override them.
     pub log: LogDefaults,
 }
@@ -91,6 +95,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 300,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             log: LogDefaults::default(),
         }
     }

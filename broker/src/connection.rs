@@ -245,6 +245,8 @@ mod tests {
             ApiKey::DescribeGroups => enc::<DescribeGroupsRequest>(version),
             ApiKey::DeleteGroups => enc::<DeleteGroupsRequest>(version),
             ApiKey::OffsetDelete => enc::<OffsetDeleteRequest>(version),
+            ApiKey::ConsumerGroupHeartbeat => enc::<ConsumerGroupHeartbeatRequest>(version),
+            ApiKey::ConsumerGroupDescribe => enc::<ConsumerGroupDescribeRequest>(version),
             _ => None,
         }
     }

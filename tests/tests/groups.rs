@@ -242,3 +242,55 @@ async fn committed_offsets_survive_broker_kill9() {
         }
     }
 }
+
+/// KIP-848: librdkafka with `group.protocol=consumer`; the broker assigns partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_consumer_protocol_shares_and_hands_over_partitions() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg_file = cfg_dir.path().join("broker.yaml");
+    std::fs::write(
+        &cfg_file,
+        "group_consumer_heartbeat_interval_ms: 500\ngroup_consumer_session_timeout_ms: 6000\n",
+    )
+    .unwrap();
+    let b = TestBroker::start(&["-c", cfg_file.to_str().unwrap()]);
+    setup(&b, "k848", 6, 300).await;
+    let member848 = || -> BaseConsumer {
+        let c: BaseConsumer = cfg(&b)
+            .set("group.id", "g-848")
+            .set("group.protocol", "consumer")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        c.subscribe(&["k848"]).unwrap();
+        c
+    };
+    let c1 = member848();
+    let c2 = member848();
+    let mut seen: BTreeSet<(i32, i64)> = BTreeSet::new();
+    let got = poll_until(&[&c1, &c2], 40, |a| {
+        a[0].len() == 3 && a[1].len() == 3 && a[0].is_disjoint(&a[1])
+    });
+    got.into_iter().flatten().for_each(|x| {
+        seen.insert(x);
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 300 {
+        assert!(Instant::now() < deadline, "consumed {} of 300", seen.len());
+        for c in [&c1, &c2] {
+            while let Some(m) = c.poll(Duration::from_millis(20)) {
+                let m = m.unwrap();
+                seen.insert((m.partition(), m.offset()));
+            }
+        }
+    }
+    // Commits are checked against the member epoch.
+    c1.commit_consumer_state(CommitMode::Sync).unwrap();
+    // One member leaves; the other ends up with all six partitions.
+    drop(c2);
+    poll_until(&[&c1], 40, |a| a[0].len() == 6);
+    let list = c1.fetch_group_list(Some("g-848"), Duration::from_secs(5));
+    // Classic DescribeGroups does not describe consumer-protocol groups; the list call must not fail.
+    assert!(list.is_ok());
+}

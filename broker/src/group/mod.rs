@@ -2,6 +2,7 @@
 //! and membership kept durably (`store`), session expiry on a ticker, and the operations the
 //! group and offset handlers call.
 
+pub mod consumer;
 pub mod state;
 pub mod store;
 
@@ -44,7 +45,7 @@ pub struct MemberView {
 /// A group as described to DescribeGroups.
 #[derive(Debug, Clone)]
 pub struct GroupView {
-    pub state: GroupState,
+    pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     pub members: Vec<MemberView>,
@@ -67,6 +68,9 @@ pub struct GroupCoordinator {
     initial_delay: Duration,
     min_session: Duration,
     max_session: Duration,
+    /// KIP-848 groups: session timeout and the heartbeat interval handed to members.
+    pub consumer_session: Duration,
+    pub consumer_heartbeat_interval: Duration,
 }
 
 impl GroupCoordinator {
@@ -112,6 +116,10 @@ impl GroupCoordinator {
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session: Duration::from_millis(config.group_min_session_timeout_ms),
             max_session: Duration::from_millis(config.group_max_session_timeout_ms),
+            consumer_session: Duration::from_millis(config.group_consumer_session_timeout_ms),
+            consumer_heartbeat_interval: Duration::from_millis(
+                config.group_consumer_heartbeat_interval_ms,
+            ),
         })
     }
 
@@ -235,20 +243,13 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id));
             let check = if generation < 0 && member_id.is_empty() {
                 // A simple consumer (no group membership) may commit only while the group is empty.
-                if g.members.is_empty() {
+                if g.is_empty() {
                     Ok(())
                 } else {
                     Err(state::UNKNOWN_MEMBER_ID)
                 }
             } else {
-                g.check_member(member_id, instance_id, generation)
-                    .and_then(|()| {
-                        if g.state == GroupState::CompletingRebalance {
-                            Err(state::REBALANCE_IN_PROGRESS)
-                        } else {
-                            Ok(())
-                        }
-                    })
+                g.check_commit(member_id, instance_id, generation)
             };
             if let Err(e) = check {
                 return vec![e; offsets.len()];
@@ -366,21 +367,70 @@ impl GroupCoordinator {
         }
     }
 
-    /// (group id, protocol type, state) of every group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// (group id, protocol type, state, group type) of every group.
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         let mut v: Vec<_> = self
             .groups()
             .values()
             .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
-                )
+                let ptype = if g.group_type() == "consumer" {
+                    "consumer".to_string()
+                } else {
+                    g.protocol_type.clone().unwrap_or_default()
+                };
+                (g.id.clone(), ptype, g.state_name(), g.group_type())
             })
             .collect();
         v.sort();
         v
+    }
+
+    /// A KIP-848 heartbeat.
+    pub fn consumer_heartbeat(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        hb: consumer::Heartbeat,
+    ) -> consumer::HeartbeatReply {
+        if group_id.is_empty() {
+            return consumer::HeartbeatReply {
+                error: INVALID_GROUP_ID,
+                ..Default::default()
+            };
+        }
+        let mut groups = self.groups();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+        if !g.members.is_empty() {
+            return consumer::HeartbeatReply {
+                error: state::INCONSISTENT_GROUP_PROTOCOL,
+                message: Some("the group has members using the classic protocol".into()),
+                ..Default::default()
+            };
+        }
+        let session = self.consumer_session;
+        let c = g
+            .consumer
+            .get_or_insert_with(|| consumer::ConsumerMembers::new(session));
+        let partitions = |name: &str| topics.get(name).map(|t| (t.id, t.partition_count()));
+        c.heartbeat(hb, &partitions, Instant::now())
+    }
+
+    /// A KIP-848 group's state, epochs and members, for ConsumerGroupDescribe.
+    pub fn describe_consumer_group(
+        &self,
+        group_id: &str,
+    ) -> Option<(String, i32, i32, Vec<consumer::ConsumerMember>)> {
+        let groups = self.groups();
+        let g = groups.get(group_id)?;
+        let c = g.consumer.as_ref().filter(|c| !c.members.is_empty())?;
+        Some((
+            g.state_name().to_string(),
+            c.group_epoch,
+            c.assignment_epoch,
+            c.members.values().cloned().collect(),
+        ))
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
@@ -388,7 +438,7 @@ impl GroupCoordinator {
         let g = groups.get(group_id)?;
         let protocol = g.protocol.clone().unwrap_or_default();
         Some(GroupView {
-            state: g.state,
+            state: g.state_name(),
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: protocol.clone(),
             members: g
@@ -413,7 +463,7 @@ impl GroupCoordinator {
             let Some(g) = groups.get(group_id) else {
                 return GROUP_ID_NOT_FOUND;
             };
-            if !g.members.is_empty() {
+            if !g.is_empty() {
                 return NON_EMPTY_GROUP;
             }
             let mut entries: Vec<Entry> = g
@@ -450,7 +500,7 @@ impl GroupCoordinator {
             let mut codes = Vec::new();
             let mut entries = Vec::new();
             for (t, p) in partitions {
-                if g.state != GroupState::Empty && g.subscribed_to(t) {
+                if !g.is_empty() && g.subscribed_to(t) {
                     codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
                 } else {
                     g.offsets.remove(&(t.clone(), *p));
@@ -500,9 +550,8 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             g.tick(now);
         }
-        groups.retain(|_, g| {
-            !(g.state == GroupState::Empty && g.offsets.is_empty() && g.members.is_empty())
-        });
+        groups
+            .retain(|_, g| !(g.state == GroupState::Empty && g.offsets.is_empty() && g.is_empty()));
     }
 
     pub fn close(&self) -> std::io::Result<()> {

@@ -139,6 +139,8 @@ pub struct Group {
     initial_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), Committed>,
     next_member: u64,
+    /// Members under the KIP-848 consumer protocol (a group uses one protocol at a time).
+    pub consumer: Option<super::consumer::ConsumerMembers>,
 }
 
 impl Group {
@@ -156,6 +158,7 @@ impl Group {
             initial_until: None,
             offsets: HashMap::new(),
             next_member: 0,
+            consumer: None,
         }
     }
 
@@ -466,6 +469,55 @@ impl Group {
         }
     }
 
+    /// Whether the group has no members under either protocol.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
+    }
+
+    /// The state name ListGroups and DescribeGroups report.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) if !c.members.is_empty() => {
+                if c.is_stable() {
+                    "Stable"
+                } else {
+                    "Reconciling"
+                }
+            }
+            _ => self.state.name(),
+        }
+    }
+
+    /// "consumer" for KIP-848 groups, "classic" otherwise.
+    pub fn group_type(&self) -> &'static str {
+        if self
+            .consumer
+            .as_ref()
+            .is_some_and(|c| !c.members.is_empty())
+        {
+            "consumer"
+        } else {
+            "classic"
+        }
+    }
+
+    /// Validates an OffsetCommit's member and generation (or member epoch for KIP-848 groups).
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), i16> {
+        if let Some(c) = self.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            return c.check_commit(member_id, generation);
+        }
+        self.check_member(member_id, instance_id, generation)?;
+        if self.state == GroupState::CompletingRebalance {
+            return Err(REBALANCE_IN_PROGRESS);
+        }
+        Ok(())
+    }
+
     /// Validates member, instance and generation for Sync/Heartbeat/OffsetCommit.
     pub fn check_member(
         &self,
@@ -632,6 +684,11 @@ impl Group {
 
     /// Expires members that stopped heartbeating and completes overdue rebalances.
     pub fn tick(&mut self, now: Instant) {
+        if let Some(c) = &mut self.consumer {
+            if c.tick(now) {
+                tracing::info!(group = %self.id, "consumer group member session expired");
+            }
+        }
         self.pending.retain(|_, until| *until > now);
         let dead: Vec<String> = self
             .members
@@ -659,6 +716,13 @@ impl Group {
     /// Whether any member's subscription names `topic` (consumer protocol only).
     pub fn subscribed_to(&self, topic: &str) -> bool {
         use kafka_protocol::messages::ConsumerProtocolSubscription;
+        if self
+            .consumer
+            .as_ref()
+            .is_some_and(|c| c.subscribes_to(topic))
+        {
+            return true;
+        }
         use kafka_protocol::protocol::Decodable;
         let Some(protocol) = &self.protocol else {
             return false;

@@ -34,6 +34,8 @@ const SUPPORTED: &[(ApiKey, i16)] = &[
     (ApiKey::DescribeGroups, 5),
     (ApiKey::DeleteGroups, 2),
     (ApiKey::OffsetDelete, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 1),
+    (ApiKey::ConsumerGroupDescribe, 1),
 ];
 
 /// The (min, max) versions served for `api`, or `None` when the API is not served.

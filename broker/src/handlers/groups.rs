@@ -212,14 +212,14 @@ pub fn list(b: &Arc<Broker>, req: ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, st)| states.is_empty() || states.contains(&st.name().to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, ptype, st)| {
+        .filter(|(_, _, st, _)| states.is_empty() || states.contains(&st.to_lowercase()))
+        .filter(|(_, _, _, ty)| types.is_empty() || types.iter().any(|t| t == ty))
+        .map(|(id, ptype, st, ty)| {
             let mut g = ListedGroup::default();
             g.group_id = GroupId(sb(id));
             g.protocol_type = sb(ptype);
-            g.group_state = sb(st.name());
-            g.group_type = sb("classic");
+            g.group_state = sb(st);
+            g.group_type = sb(ty);
             g
         })
         .collect();
@@ -245,7 +245,7 @@ pub fn describe(
                 }
             }
             Some(v) => {
-                g.group_state = sb(v.state.name());
+                g.group_state = sb(v.state);
                 g.protocol_type = sb(v.protocol_type);
                 g.protocol_data = sb(v.protocol);
                 g.members = v

@@ -4,6 +4,7 @@
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
+pub mod consumer_group;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
@@ -152,6 +153,12 @@ pub fn dispatch(
             Reply::Now(ResponseKind::OffsetFetch(offsets::fetch(b, version, r)))
         }
         RequestKind::OffsetDelete(r) => offsets::delete(b, r),
+        RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group::heartbeat(b, ctx, r),
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => Reply::Now(ResponseKind::ConsumerGroupDescribe(
+            consumer_group::describe(b, r),
+        )),
         _ => return Err(DispatchError::UnknownApi(api as i16)),
     })
 }
