@@ -101,6 +101,8 @@ pub fn build_config(a: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
 
 pub async fn run(a: BrokerArgs) -> anyhow::Result<()> {
     let config = build_config(&a)?;
+    // Listen for SIGTERM/Ctrl-C from the start, so a stop during recovery still ends cleanly.
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -115,27 +117,19 @@ pub async fn run(a: BrokerArgs) -> anyhow::Result<()> {
         recovery_ms = started.elapsed().as_millis() as u64,
         "broker ready"
     );
-    trib_broker::server::run(broker, listener, shutdown_signal()).await?;
+    trib_broker::server::run(broker, listener, shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Registers the SIGTERM and SIGINT handlers now and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

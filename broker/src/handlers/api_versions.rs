@@ -38,6 +38,14 @@ const SUPPORTED: &[(ApiKey, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 1),
 ];
 
+/// The range advertised in ApiVersions. Produce is listed from v0 although v0-v2 requests are
+/// refused: librdkafka before 2.11.1 only compresses with gzip, snappy or lz4 when the broker
+/// lists Produce v0 (Kafka 4.0 does the same, KAFKA-18659).
+pub fn advertised_range(api: ApiKey) -> Option<(i16, i16)> {
+    let (min, max) = supported_range(api)?;
+    Some(if api == ApiKey::Produce { (0, max) } else { (min, max) })
+}
+
 /// The (min, max) versions served for `api`, or `None` when the API is not served.
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED.iter().find(|(k, _)| *k == api).map(|(k, max)| {
@@ -50,7 +58,7 @@ fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
         .filter_map(|(k, _)| {
-            let (min, max) = supported_range(*k)?;
+            let (min, max) = advertised_range(*k)?;
             let mut v = ApiVersion::default();
             v.api_key = *k as i16;
             v.min_version = min;
@@ -82,6 +90,8 @@ mod tests {
     #[test]
     fn ranges_respect_kafka_4_floors_and_client_needs() {
         assert_eq!(supported_range(ApiKey::Produce), Some((3, 13)));
+        assert_eq!(advertised_range(ApiKey::Produce), Some((0, 13)), "listed from v0 for old librdkafka");
+        assert!(handle().api_keys.iter().any(|k| k.api_key == 0 && k.min_version == 0));
         assert_eq!(supported_range(ApiKey::Fetch).map(|r| r.0), Some(4));
         // kafkajs uses Produce <= 7 and Fetch <= 11; Debian's librdkafka Metadata <= 4, ListOffsets <= 2.
         assert!(supported_range(ApiKey::Metadata).is_some_and(|(lo, _)| lo == 0));
