@@ -9,10 +9,14 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions, Reply, RequestContext};
@@ -43,17 +47,18 @@ pub enum ConnectionError {
 }
 
 /// Serves one connection until the client closes it or sends something unservable.
+///
+/// One task per connection: it reads frames while earlier replies are pending (up to
+/// `max_inflight_per_connection`) and writes each response as soon as it and every response
+/// before it are ready, so ping-pong clients cost no cross-task wakeups.
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let ctx = RequestContext {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut ctx = RequestContext {
         client_id: String::new(),
         client_host: format!("/{}", peer.ip()),
     };
-    let result = read_loop(&broker, ctx, &mut rd, &tx).await;
-    drop(tx);
+    let result = run(&broker, &mut ctx, &mut rd, &mut wr).await;
     match result {
         Ok(()) => {}
         Err(ConnectionError::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
@@ -62,48 +67,101 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             tracing::warn!(%peer, error = %e, "closing connection");
         }
     }
-    // Answer what was already accepted before closing (responses stay in order).
-    let _ = writer.await;
 }
 
-async fn read_loop(
+type Answer = Pin<Box<dyn Future<Output = (Pending, ResponseKind)> + Send>>;
+
+async fn run(
     broker: &Arc<Broker>,
-    mut ctx: RequestContext,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    tx: &mpsc::Sender<Pending>,
+    ctx: &mut RequestContext,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
 ) -> Result<(), ConnectionError> {
     let max = broker.config.max_request_bytes;
+    let max_inflight = broker.config.max_inflight_per_connection;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut inflight: FuturesOrdered<Answer> = FuturesOrdered::new();
+    let mut closing: Option<ConnectionError> = None;
+    let mut eof = false;
     loop {
-        while buf.len() < 4 {
-            if rd.read_buf(&mut buf).await? == 0 {
+        // Take every whole frame already buffered.
+        while closing.is_none() && inflight.len() < max_inflight {
+            match next_frame(&mut buf, max) {
+                Ok(Some(frame)) => match handle_frame(broker, ctx, frame) {
+                    Ok(Some(p)) => inflight.push_back(answer(p)),
+                    Ok(None) => {}
+                    Err(e) => closing = Some(e),
+                },
+                Ok(None) => break,
+                Err(e) => closing = Some(e),
+            }
+        }
+        if inflight.is_empty() {
+            if let Some(e) = closing {
+                return Err(e);
+            }
+            if eof {
                 return Ok(());
             }
         }
-        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        if size < 0 || size as usize > max {
-            return Err(ConnectionError::FrameTooLarge {
-                size: i64::from(size),
-                max,
-            });
-        }
-        let size = size as usize;
-        if buf.len() < 4 + size {
-            buf.reserve(4 + size - buf.len());
-        }
-        while buf.len() < 4 + size {
-            if rd.read_buf(&mut buf).await? == 0 {
-                return Ok(());
+        let can_read = closing.is_none() && !eof && inflight.len() < max_inflight;
+        tokio::select! {
+            biased;
+            Some((p, body)) = inflight.next(), if !inflight.is_empty() => {
+                encode(&mut out, &p, &body).map_err(|e| std::io::Error::other(format!("encoding a response: {e}")))?;
+                // Coalesce responses that are ready back to back into one write.
+                while out.len() < 1 << 20 {
+                    match inflight.next().now_or_never() {
+                        Some(Some((p, body))) => encode(&mut out, &p, &body)
+                            .map_err(|e| std::io::Error::other(format!("encoding a response: {e}")))?,
+                        _ => break,
+                    }
+                }
+                wr.write_all(&out).await?;
+                out.clear();
             }
-        }
-        buf.advance(4);
-        let frame = buf.split_to(size).freeze();
-        if let Some(p) = handle_frame(broker, &mut ctx, frame)? {
-            if tx.send(p).await.is_err() {
-                return Ok(());
+            n = rd.read_buf(&mut buf), if can_read => {
+                if n? == 0 {
+                    eof = true;
+                }
             }
         }
     }
+}
+
+fn answer(p: Pending) -> Answer {
+    Box::pin(async move {
+        let mut p = p;
+        let body = match std::mem::replace(&mut p.reply, Reply::None) {
+            Reply::Now(r) => r,
+            Reply::Later(f) => f.await,
+            // Never queued: handle_frame drops replies that have no response.
+            Reply::None => ResponseKind::ApiVersions(Default::default()),
+        };
+        (p, body)
+    })
+}
+
+/// Splits one whole frame off `buf`, refusing an oversize or negative length before allocating.
+fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ConnectionError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if size < 0 || size as usize > max {
+        return Err(ConnectionError::FrameTooLarge {
+            size: i64::from(size),
+            max,
+        });
+    }
+    let size = size as usize;
+    if buf.len() < 4 + size {
+        buf.reserve(4 + size - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(size).freeze()))
 }
 
 /// Decodes one request frame and dispatches it.
@@ -160,32 +218,15 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ListOffsets => "list_offsets",
         ApiKey::Metadata => "metadata",
         ApiKey::ApiVersions => "api_versions",
+        ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ConsumerGroupHeartbeat => "groups",
         _ => "admin",
-    }
-}
-
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
-    let mut out = BytesMut::with_capacity(64 * 1024);
-    while let Some(mut p) = rx.recv().await {
-        let body = match std::mem::replace(&mut p.reply, Reply::None) {
-            Reply::Now(r) => r,
-            Reply::Later(f) => f.await,
-            Reply::None => continue,
-        };
-        if let Err(e) = encode(&mut out, &p, &body) {
-            tracing::error!(error = %e, "could not encode a response; closing connection");
-            return;
-        }
-        // Coalesce responses that are ready back to back into one write.
-        if rx.is_empty() || out.len() >= 1 << 20 {
-            if wr.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-    }
-    if !out.is_empty() {
-        let _ = wr.write_all(&out).await;
     }
 }
 

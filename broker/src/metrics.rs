@@ -13,11 +13,23 @@ pub struct ApiLabel {
     pub api: String,
 }
 
+/// The API labels requests are counted under.
+pub const API_NAMES: &[&str] = &[
+    "produce",
+    "fetch",
+    "list_offsets",
+    "metadata",
+    "api_versions",
+    "groups",
+    "admin",
+];
+
 /// The broker's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<ApiLabel, Counter>,
+    by_api: Vec<Counter>,
     produced_bytes: Counter,
     produce_errors: Counter,
     fetched_bytes: Counter,
@@ -38,6 +50,7 @@ impl Metrics {
         let m = Self {
             registry: Mutex::new(Registry::default()),
             requests: Family::default(),
+            by_api: Vec::new(),
             produced_bytes: Counter::default(),
             produce_errors: Counter::default(),
             fetched_bytes: Counter::default(),
@@ -45,6 +58,15 @@ impl Metrics {
             connections_total: Counter::default(),
             protocol_errors: Counter::default(),
         };
+        let mut m = m;
+        m.by_api = API_NAMES
+            .iter()
+            .map(|n| {
+                m.requests
+                    .get_or_create(&ApiLabel { api: n.to_string() })
+                    .clone()
+            })
+            .collect();
         registry.register("requests", "Requests handled, by API", m.requests.clone());
         registry.register(
             "produced_bytes",

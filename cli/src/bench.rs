@@ -1,7 +1,8 @@
 //! `trib bench produce|consume`: throughput and latency against any Kafka-protocol broker, in
 //! the spirit of Kafka's producer-perf-test, with a progress bar and p50/p99/p99.9 figures.
 
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,6 +21,45 @@ pub enum BenchCommand {
     Produce(ProduceBench),
     /// Read records from the beginning of a topic and report throughput.
     Consume(ConsumeBench),
+    /// Time for a group of N members to converge on P partitions, and to rebalance after one more joins.
+    Rebalance(RebalanceBench),
+    /// Offset commits per second from one group member.
+    Commit(CommitBench),
+}
+
+#[derive(Args)]
+pub struct RebalanceBench {
+    #[arg(long, short = 't', default_value = "bench-rebalance")]
+    topic: String,
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    /// Partitions of the topic (created if missing).
+    #[arg(long, default_value_t = 100)]
+    partitions: i32,
+    /// classic or consumer (KIP-848).
+    #[arg(long, default_value = "classic")]
+    protocol: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct CommitBench {
+    #[arg(long, short = 't', default_value = "bench-commit")]
+    topic: String,
+    #[arg(long, default_value = "bench-commit-group")]
+    group: String,
+    /// Commits to send.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    commits: u64,
+    /// Target commits per second (0: as fast as acknowledged).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Commit asynchronously (pipelined, as consumers' auto-commit does) instead of waiting for each.
+    #[arg(long)]
+    r#async: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -103,6 +143,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(a) => tokio::task::spawn_blocking(move || produce(a)).await?,
         BenchCommand::Consume(a) => tokio::task::spawn_blocking(move || consume(a)).await?,
+        BenchCommand::Rebalance(a) => rebalance(a).await,
+        BenchCommand::Commit(a) => tokio::task::spawn_blocking(move || commit(a)).await?,
     }
 }
 
@@ -239,5 +281,180 @@ fn consume(a: ConsumeBench) -> anyhow::Result<()> {
             serde_json::json!({"kind":"consume","records":n,"bytes":bytes,"seconds":secs,"mb_per_s":mb})
         );
     }
+    Ok(())
+}
+
+/// A group member polling in its own thread and publishing its assignment.
+struct Member {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn spawn_member(
+    a: &RebalanceBench,
+    slot: usize,
+    shared: Arc<Mutex<Vec<BTreeSet<i32>>>>,
+) -> anyhow::Result<Member> {
+    let mut cfg = a.client.config()?;
+    cfg.set("group.id", format!("{}-group", a.topic))
+        .set("enable.auto.commit", "false");
+    if a.protocol == "consumer" {
+        cfg.set("group.protocol", "consumer");
+    } else {
+        cfg.set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "300");
+    }
+    let c: BaseConsumer = cfg.create()?;
+    c.subscribe(&[&a.topic])?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = c.poll(Duration::from_millis(10));
+            let now: BTreeSet<i32> = c
+                .assignment()
+                .map(|t| t.elements().iter().map(|e| e.partition()).collect())
+                .unwrap_or_default();
+            if let Ok(mut v) = shared.lock() {
+                v[slot] = now;
+            }
+        }
+    });
+    Ok(Member { stop, handle })
+}
+
+/// Waits until `n` members hold disjoint assignments covering every partition; returns the time.
+fn wait_converged(
+    shared: &Mutex<Vec<BTreeSet<i32>>>,
+    n: usize,
+    partitions: i32,
+    start: Instant,
+) -> anyhow::Result<Duration> {
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        if let Ok(v) = shared.lock() {
+            let total: usize = v[..n].iter().map(|s| s.len()).sum();
+            let union: BTreeSet<i32> = v[..n].iter().flatten().copied().collect();
+            if total == partitions as usize
+                && union.len() == partitions as usize
+                && v[..n].iter().all(|s| !s.is_empty())
+            {
+                return Ok(start.elapsed());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the group did not converge within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+async fn rebalance(a: RebalanceBench) -> anyhow::Result<()> {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        a.client.config()?.create()?;
+    let t = rdkafka::admin::NewTopic::new(
+        &a.topic,
+        a.partitions,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    );
+    let _ = admin
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await?;
+    tokio::task::spawn_blocking(move || {
+        let shared = Arc::new(Mutex::new(vec![BTreeSet::new(); a.members + 1]));
+        let start = Instant::now();
+        let mut members = Vec::new();
+        for i in 0..a.members {
+            members.push(spawn_member(&a, i, shared.clone())?);
+        }
+        let first = wait_converged(&shared, a.members, a.partitions, start)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let join = Instant::now();
+        members.push(spawn_member(&a, a.members, shared.clone())?);
+        let again = wait_converged(&shared, a.members + 1, a.partitions, join)?;
+        println!(
+            "{} protocol, {} partitions: {} members converged in {} ms (incl. initial delay); after member {} joined, rebalanced in {} ms",
+            a.protocol,
+            a.partitions,
+            a.members,
+            first.as_millis(),
+            a.members + 1,
+            again.as_millis()
+        );
+        for m in members {
+            m.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = m.handle.join();
+        }
+        Ok(())
+    })
+    .await?
+}
+
+fn commit(a: CommitBench) -> anyhow::Result<()> {
+    let c: BaseConsumer = a
+        .client
+        .config()?
+        .set("group.id", &a.group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = c.fetch_metadata(Some(&a.topic), TIMEOUT)?;
+    anyhow::ensure!(
+        md.topics()
+            .iter()
+            .any(|t| t.name() == a.topic && t.error().is_none()),
+        "topic {} not found: create it first",
+        a.topic
+    );
+    let pb = bar(a.commits);
+    let start = Instant::now();
+    for i in 0..a.commits {
+        if a.rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
+            let el = start.elapsed();
+            if due > el {
+                std::thread::sleep(due - el);
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&a.topic, 0, Offset::Offset(i as i64))?;
+        let mode = if a.r#async {
+            rdkafka::consumer::CommitMode::Async
+        } else {
+            rdkafka::consumer::CommitMode::Sync
+        };
+        c.commit(&tpl, mode)?;
+        if a.r#async && i % 64 == 0 {
+            let _ = c.poll(Duration::ZERO);
+        }
+        if i % 1024 == 0 {
+            pb.set_position(i);
+        }
+    }
+    if a.r#async {
+        // Wait until the last commit is stored.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = c.poll(Duration::from_millis(10));
+            let done = c
+                .committed(TIMEOUT)
+                .ok()
+                .and_then(|t| {
+                    t.find_partition(&a.topic, 0)
+                        .and_then(|e| e.offset().to_raw())
+                })
+                .is_some_and(|o| o == a.commits as i64 - 1);
+            if done || Instant::now() > deadline {
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "committed {} offsets in {secs:.2} s: {:.0} commits/s",
+        a.commits,
+        a.commits as f64 / secs
+    );
     Ok(())
 }

@@ -67,7 +67,7 @@ fn api_versions_ok(b: &TestBroker) {
     assert!(r
         .api_keys
         .iter()
-        .any(|k| k.api_key == ApiKey::Produce as i16 && k.min_version == 3));
+        .any(|k| k.api_key == ApiKey::Produce as i16 && k.min_version == 0));
 }
 
 #[test]
@@ -161,6 +161,17 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
             f.extend((0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
             let len = (f.len() - 4) as i32;
             f[..4].copy_from_slice(&len.to_be_bytes());
+            f
+        },
+        // Produce v2: listed (for old librdkafka's compression check) but refused, as Kafka 4.0 does.
+        {
+            let mut f = frame(
+                ApiKey::Produce,
+                3,
+                8,
+                &kafka_protocol::messages::ProduceRequest::default(),
+            );
+            f[6..8].copy_from_slice(&2i16.to_be_bytes());
             f
         },
         // Fetch v3 (below Kafka 4.0's floor of 4): unsupported version.

@@ -195,20 +195,29 @@ impl ConsumerMembers {
                 }
             }
         }
-        let members = self.members.len().max(1);
-        let quota = universe.len().div_ceil(members);
+        // Balanced quotas: every member may hold `total / n`, and the first `total % n` one more.
+        let n = self.members.len().max(1);
+        let (base, mut extra) = (universe.len() / n, universe.len() % n);
+        let mut quota: HashMap<String, usize> = HashMap::new();
+        for id in self.members.keys() {
+            let q = base + usize::from(extra > 0);
+            extra = extra.saturating_sub(1);
+            quota.insert(id.clone(), q);
+        }
         let mut targets: HashMap<String, BTreeSet<Tp>> = self
             .members
             .keys()
             .map(|k| (k.clone(), BTreeSet::new()))
             .collect();
         let mut taken: BTreeSet<Tp> = BTreeSet::new();
+        // Sticky: each member keeps what it already had, up to its quota.
         for m in self.members.values() {
+            let q = quota.get(&m.id).copied().unwrap_or(0);
             let keep = m
                 .target
                 .iter()
                 .filter(|tp| universe.get(tp).is_some_and(|s| s.contains(&m.id)))
-                .take(quota);
+                .take(q);
             for tp in keep {
                 if taken.insert(*tp) {
                     targets.entry(m.id.clone()).or_default().insert(*tp);
@@ -265,7 +274,13 @@ impl ConsumerMembers {
             m.epoch = epoch;
         }
         let changed = reported.is_none_or(|r| *r != next) || m.assigned != next;
-        m.assigned = next.clone();
+        tracing::debug!(member = %m.id, epoch = m.epoch, owned = m.assigned.len(), target = m.target.len(),
+            revoke = revoke.len(), sending = next.len(), "kip848 reconcile");
+        if revoke.is_empty() {
+            // Granted partitions count as owned at once, so nobody else can be given them.
+            m.assigned = next.clone();
+        }
+        // Partitions being revoked stay owned until the member's next heartbeat reports them gone.
         HeartbeatReply {
             error: 0,
             message: None,
@@ -372,6 +387,52 @@ mod tests {
             g.heartbeat(hb("zz", 3, None), &parts, t).error,
             UNKNOWN_MEMBER_ID
         );
+    }
+
+    /// Members heartbeat in rounds (reporting what they were sent) until the group is stable.
+    fn converge(
+        g: &mut ConsumerMembers,
+        ids: &[String],
+        parts: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+        t: Instant,
+    ) {
+        let mut owned: HashMap<String, (i32, BTreeSet<Tp>)> = HashMap::new();
+        for round in 0..20 {
+            for id in ids {
+                let (epoch, mine) = owned.get(id).cloned().unwrap_or((0, BTreeSet::new()));
+                let r = g.heartbeat(hb(id, epoch, Some(&mine)), parts, t);
+                assert_eq!(r.error, 0, "round {round} member {id}");
+                let now = r.assignment.unwrap_or(mine);
+                owned.insert(id.clone(), (r.epoch, now));
+            }
+            // No partition is ever held by two members.
+            let mut seen = BTreeSet::new();
+            for (_, tps) in owned.values() {
+                for tp in tps {
+                    assert!(seen.insert(*tp), "partition {tp:?} owned twice");
+                }
+            }
+            if g.is_stable() {
+                return;
+            }
+        }
+        panic!("never converged");
+    }
+
+    #[test]
+    fn eleventh_member_gets_a_share_of_one_hundred_partitions() {
+        let topic = Uuid::new_v4();
+        let parts = move |_: &str| Some((topic, 100));
+        let t = Instant::now();
+        let mut g = ConsumerMembers::new(Duration::from_secs(45));
+        let mut ids: Vec<String> = (0..10).map(|i| format!("m{i:02}")).collect();
+        converge(&mut g, &ids, &parts, t);
+        assert!(g.members.values().all(|m| m.assigned.len() == 10));
+        ids.push("m10".into());
+        converge(&mut g, &ids, &parts, t);
+        let sizes: Vec<usize> = g.members.values().map(|m| m.assigned.len()).collect();
+        assert!(sizes.iter().all(|n| (9..=10).contains(n)), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
     }
 
     #[test]

@@ -307,9 +307,11 @@ impl GroupCoordinator {
                             g.offsets.insert((topic.clone(), *partition), c.clone());
                         }
                     }
-                    let live = live_entries(&groups);
-                    drop(groups);
-                    if store.wants_rewrite(live.len()) {
+                    // Live keys: one per committed offset plus one per group with members.
+                    let live_count: usize = groups.values().map(|g| g.offsets.len() + 1).sum();
+                    if store.wants_rewrite(live_count) {
+                        let live = live_entries(&groups);
+                        drop(groups);
                         if let Err(e) = store.rewrite(&live) {
                             tracing::warn!(error = %e, "group store rewrite failed");
                         }

@@ -43,7 +43,11 @@ const SUPPORTED: &[(ApiKey, i16)] = &[
 /// lists Produce v0 (Kafka 4.0 does the same, KAFKA-18659).
 pub fn advertised_range(api: ApiKey) -> Option<(i16, i16)> {
     let (min, max) = supported_range(api)?;
-    Some(if api == ApiKey::Produce { (0, max) } else { (min, max) })
+    Some(if api == ApiKey::Produce {
+        (0, max)
+    } else {
+        (min, max)
+    })
 }
 
 /// The (min, max) versions served for `api`, or `None` when the API is not served.
@@ -90,8 +94,15 @@ mod tests {
     #[test]
     fn ranges_respect_kafka_4_floors_and_client_needs() {
         assert_eq!(supported_range(ApiKey::Produce), Some((3, 13)));
-        assert_eq!(advertised_range(ApiKey::Produce), Some((0, 13)), "listed from v0 for old librdkafka");
-        assert!(handle().api_keys.iter().any(|k| k.api_key == 0 && k.min_version == 0));
+        assert_eq!(
+            advertised_range(ApiKey::Produce),
+            Some((0, 13)),
+            "listed from v0 for old librdkafka"
+        );
+        assert!(handle()
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 0 && k.min_version == 0));
         assert_eq!(supported_range(ApiKey::Fetch).map(|r| r.0), Some(4));
         // kafkajs uses Produce <= 7 and Fetch <= 11; Debian's librdkafka Metadata <= 4, ListOffsets <= 2.
         assert!(supported_range(ApiKey::Metadata).is_some_and(|(lo, _)| lo == 0));
