@@ -277,7 +277,7 @@ impl TopicRegistry {
         validate_only: bool,
     ) -> Result<(Uuid, Arc<TopicConfig>), TopicError> {
         validate_topic_name(name)?;
-        if partitions < 1 || partitions > 100_000 {
+        if !(1..=100_000).contains(&partitions) {
             return Err(TopicError::InvalidPartitions {
                 topic: name.into(),
                 count: partitions,

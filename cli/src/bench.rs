@@ -128,6 +128,18 @@ impl ProducerContext for LatencyContext {
     }
 }
 
+/// Sleeps until the `i`-th event is due at `rate` per second since `start` (0: no limit).
+fn pace(start: Instant, i: u64, rate: u64) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(i as f64 / rate as f64);
+    let elapsed = start.elapsed();
+    if due > elapsed {
+        std::thread::sleep(due - elapsed);
+    }
+}
+
 fn bar(total: u64) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
@@ -167,13 +179,7 @@ fn produce(a: ProduceBench) -> anyhow::Result<()> {
     let pb = bar(a.records);
     let start = Instant::now();
     for i in 0..a.records {
-        if a.rate > 0 {
-            let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
-            let el = start.elapsed();
-            if due > el {
-                std::thread::sleep(due - el);
-            }
-        }
+        pace(start, i, a.rate);
         let mut rec: BaseRecord<'_, (), [u8], Box<Instant>> =
             BaseRecord::with_opaque_to(&a.topic, Box::new(Instant::now()))
                 .payload(&payload[..])
@@ -262,7 +268,7 @@ fn consume(a: ConsumeBench) -> anyhow::Result<()> {
         start.get_or_insert_with(Instant::now);
         bytes += m.payload_len() as u64;
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             pb.set_position(n);
         }
     }
@@ -409,13 +415,7 @@ fn commit(a: CommitBench) -> anyhow::Result<()> {
     let pb = bar(a.commits);
     let start = Instant::now();
     for i in 0..a.commits {
-        if a.rate > 0 {
-            let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
-            let el = start.elapsed();
-            if due > el {
-                std::thread::sleep(due - el);
-            }
-        }
+        pace(start, i, a.rate);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&a.topic, 0, Offset::Offset(i as i64))?;
         let mode = if a.r#async {

@@ -71,10 +71,10 @@ fn consumer(c: &ClientArgs, group: &str) -> anyhow::Result<BaseConsumer> {
         .context("cannot create client")
 }
 
-fn describe_group(
-    c: &BaseConsumer,
-    group: &str,
-) -> anyhow::Result<(String, Vec<(String, String, String, Vec<(String, i32)>)>)> {
+/// A member: id, client id, host, assigned (topic, partition)s.
+type MemberRow = (String, String, String, Vec<(String, i32)>);
+
+fn describe_group(c: &BaseConsumer, group: &str) -> anyhow::Result<(String, Vec<MemberRow>)> {
     let list = c
         .fetch_group_list(Some(group), TIMEOUT)
         .context("DescribeGroups failed")?;

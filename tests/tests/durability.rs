@@ -13,6 +13,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trib_e2e::TestBroker;
 
+/// An acknowledged record: partition, offset, value.
+type Acked = (i32, i64, Vec<u8>);
+
 fn producer(b: &TestBroker) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())
@@ -67,7 +70,7 @@ async fn acknowledged_records_survive_kill9_loop_under_fsync() {
         "--segment-bytes",
         "65536",
     ]);
-    let acked: Arc<Mutex<Vec<(i32, i64, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     for round in 0..5 {
         let p = producer(&b);
         let stop = Instant::now() + Duration::from_millis(800);
@@ -82,7 +85,7 @@ async fn acknowledged_records_survive_kill9_loop_under_fsync() {
                 sent.push((value, f));
             }
             i += 1;
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use serde::{Deserialize, Serialize};
 
 use super::state::{Committed, GroupSnapshot};
+use crate::log::batch::plain_record;
 use crate::log::partition::{now_ms, Partition};
 use crate::topic_config::TopicConfig;
 
@@ -151,21 +152,7 @@ impl GroupStore {
         let mut records = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let (key, value) = e.encode()?;
-            records.push(Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-                delete_horizon: false,
-            });
+            records.push(plain_record(i as i64, now, Some(key), value));
         }
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(

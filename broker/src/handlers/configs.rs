@@ -139,79 +139,71 @@ fn topic_rows(b: &Broker, name: &str) -> Result<Vec<Row>, (i16, String)> {
 fn broker_rows(b: &Broker) -> Vec<Row> {
     let c = &b.config;
     let d = &c.log;
-    let row = |name: &str, value: String, t: ConfigType, doc: &str| Row {
-        name: name.to_string(),
-        value,
-        source: SOURCE_STATIC_BROKER,
-        read_only: true,
-        config_type: t as i8,
-        doc: doc.to_string(),
-        default: None,
-    };
-    vec![
-        row(
+    let fsync = d.flush == crate::topic_config::FlushPolicy::Fsync;
+    let table: [(&str, String, ConfigType, &str); 11] = [
+        (
             "broker.id",
             c.node_id.to_string(),
             ConfigType::Int,
             "node id",
         ),
-        row(
+        (
             "log.dirs",
             c.data_dir.display().to_string(),
             ConfigType::String,
             "data folder",
         ),
-        row(
+        (
             "num.partitions",
             c.num_partitions.to_string(),
             ConfigType::Int,
             "partitions of auto-created topics",
         ),
-        row(
+        (
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),
             ConfigType::Boolean,
             "auto-create topics",
         ),
-        row(
+        (
             "socket.request.max.bytes",
             c.max_request_bytes.to_string(),
             ConfigType::Int,
             "largest request",
         ),
-        row(
+        (
             "log.segment.bytes",
             d.segment_bytes.to_string(),
             ConfigType::Int,
             "segment size",
         ),
-        row(
+        (
             "log.roll.ms",
             d.segment_ms.to_string(),
             ConfigType::Long,
             "segment age",
         ),
-        row(
+        (
             "log.retention.ms",
             d.retention_ms.to_string(),
             ConfigType::Long,
             "retention by time",
         ),
-        row(
+        (
             "log.retention.bytes",
             d.retention_bytes.to_string(),
             ConfigType::Long,
             "retention by size",
         ),
-        row(
+        (
             "message.max.bytes",
             d.max_message_bytes.to_string(),
             ConfigType::Int,
             "largest batch",
         ),
-        row(
+        (
             "log.flush.interval.messages",
-            if d.flush == crate::topic_config::FlushPolicy::Fsync {
+            if fsync {
                 "1".into()
             } else {
                 i64::MAX.to_string()
@@ -219,16 +211,34 @@ fn broker_rows(b: &Broker) -> Vec<Row> {
             ConfigType::Long,
             "1: fsync before acknowledging",
         ),
-    ]
+    ];
+    table
+        .into_iter()
+        .map(|(name, value, t, doc)| Row {
+            name: name.to_string(),
+            value,
+            source: SOURCE_STATIC_BROKER,
+            read_only: true,
+            config_type: t as i8,
+            doc: doc.to_string(),
+            default: None,
+        })
+        .collect()
 }
 
-fn broker_is_static(b: &Broker, name: &str) -> Option<(i16, String)> {
-    (name.is_empty() || name == b.config.node_id.to_string()).then(|| {
-        (
+/// The refusal for altering anything but a topic: broker configs are static here.
+fn refuse_non_topic(b: &Broker, resource_type: i8, name: &str) -> (i16, String) {
+    match resource_type {
+        BROKER if name.is_empty() || name == b.config.node_id.to_string() => (
             INVALID_CONFIG,
             "broker configs are static: change the broker config file and restart".to_string(),
-        )
-    })
+        ),
+        BROKER => (INVALID_REQUEST, format!("unknown broker {name}")),
+        other => (
+            INVALID_REQUEST,
+            format!("resource type {other} is not supported"),
+        ),
+    }
 }
 
 fn topic_error(e: TopicError) -> (i16, String) {
@@ -256,12 +266,7 @@ pub fn alter(b: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse 
                     .set_configs(&res.resource_name, configs, req.validate_only)
                     .map_err(topic_error)
             }
-            BROKER => Err(broker_is_static(b, &res.resource_name)
-                .unwrap_or((INVALID_REQUEST, "unknown broker".into()))),
-            other => Err((
-                INVALID_REQUEST,
-                format!("resource type {other} is not supported"),
-            )),
+            other => Err(refuse_non_topic(b, other, &res.resource_name)),
         };
         if let Err((code, msg)) = result {
             r.error_code = code;
@@ -298,12 +303,7 @@ pub fn incremental_alter(
                     })
                 }
             },
-            BROKER => Err(broker_is_static(b, &res.resource_name)
-                .unwrap_or((INVALID_REQUEST, "unknown broker".into()))),
-            other => Err((
-                INVALID_REQUEST,
-                format!("resource type {other} is not supported"),
-            )),
+            other => Err(refuse_non_topic(b, other, &res.resource_name)),
         };
         if let Err((code, msg)) = result {
             r.error_code = code;

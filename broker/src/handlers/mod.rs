@@ -25,7 +25,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
-/// What a handler answers.
+/// What a handler answers. It lives only until the response is written; boxing the ready
+/// response would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// The response is ready.
     Now(ResponseKind),

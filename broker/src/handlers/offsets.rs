@@ -76,10 +76,11 @@ fn committed_fields(
 }
 
 /// Groups the flat (topic, partition, committed) list by topic, keeping order.
-fn by_topic(
-    rows: Vec<(String, i32, Option<Committed>)>,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
-    let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+/// One topic's committed offsets: (partition, committed).
+type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+
+fn by_topic(rows: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets> {
+    let mut out: Vec<TopicOffsets> = Vec::new();
     for (t, p, c) in rows {
         match out.last_mut() {
             Some((name, ps)) if *name == t => ps.push((p, c)),

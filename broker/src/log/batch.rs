@@ -212,6 +212,32 @@ pub fn rewritten_header(
     h
 }
 
+/// A plain (non-transactional, no producer id) record at `offset` within its batch, for
+/// encoding with kafka-protocol's `RecordBatchEncoder` (the sequence tracks the offset so all
+/// records of one call stay in one batch).
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: offset as i32,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+        delete_horizon: false,
+    }
+}
+
 /// One record's position and timestamp inside a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordStamp {
@@ -295,34 +321,27 @@ fn read_varint(b: &mut &[u8]) -> Result<i64, BatchError> {
 pub(crate) mod tests {
     use super::*;
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
     /// Builds a real v2 batch with kafka-protocol's encoder (as a producer would).
     pub fn make_batch(base_ts: i64, stamps: &[i64], compression: Compression) -> Bytes {
         let records: Vec<Record> = stamps
             .iter()
             .enumerate()
-            .map(|(i, ts)| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: base_ts + ts,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 100])),
-                headers: [(
+            .map(|(i, ts)| {
+                let mut r = plain_record(
+                    i as i64,
+                    base_ts + ts,
+                    Some(Bytes::from(format!("k{i}"))),
+                    Some(Bytes::from(vec![b'v'; 100])),
+                );
+                r.headers = [(
                     StrBytes::from_static_str("h"),
                     Some(Bytes::from_static(b"x")),
                 )]
                 .into_iter()
-                .collect(),
-                delete_horizon: false,
+                .collect();
+                r
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
