@@ -194,10 +194,35 @@ def pytest_runtest_makereport(item, call):
     return rep
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "broker_config(**settings): broker YAML settings (flat keys), written to a file in the "
+        "test's folder and passed with `-c FILE`",
+    )
+
+
+def write_broker_config(b: Broker, settings: dict) -> Path:
+    """Writes flat `key: value` broker settings as YAML into the broker's folder and makes the
+    broker read it (`-c FILE`, before any broker_args so flags still override it)."""
+    path = b.tmp / "broker.yaml"
+    lines = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        lines.append(f"{key}: {value}")
+    path.write_text("\n".join(lines) + "\n")
+    b.extra_args = ["-c", str(path), *b.extra_args]
+    return path
+
+
 @pytest.fixture
 def broker(request):
     marker = request.node.get_closest_marker("broker_args")
     b = Broker(list(marker.args) if marker else [])
+    config_marker = request.node.get_closest_marker("broker_config")
+    if config_marker:
+        write_broker_config(b, dict(config_marker.kwargs))
     b.start()
     try:
         yield b
