@@ -328,6 +328,55 @@ impl ConsumerMembers {
     }
 }
 
+/// A member's subscription in the consumer-protocol encoding (version 0), for DescribeGroups.
+pub fn encode_subscription(topics: &[String]) -> bytes::Bytes {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut s = ConsumerProtocolSubscription::default();
+    s.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    bytes::BufMut::put_i16(&mut buf, 0);
+    if s.encode(&mut buf, 0).is_err() {
+        return bytes::Bytes::new();
+    }
+    buf.freeze()
+}
+
+/// A member's assignment in the consumer-protocol encoding (version 0), topic ids resolved to names.
+pub fn encode_assignment(
+    tps: &BTreeSet<Tp>,
+    name_of: &dyn Fn(Uuid) -> Option<String>,
+) -> bytes::Bytes {
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (id, p) in tps {
+        if let Some(name) = name_of(*id) {
+            by_topic.entry(name).or_default().push(*p);
+        }
+    }
+    let mut a = ConsumerProtocolAssignment::default();
+    a.assigned_partitions = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut tp = TopicPartition::default();
+            tp.topic = TopicName(StrBytes::from_string(t));
+            tp.partitions = ps;
+            tp
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    bytes::BufMut::put_i16(&mut buf, 0);
+    if a.encode(&mut buf, 0).is_err() {
+        return bytes::Bytes::new();
+    }
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,7 +142,9 @@ impl GroupCoordinator {
         let g = groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
-        Ok(g.join(req, Instant::now(), self.initial_delay))
+        let outcome = g.join(req, Instant::now(), self.initial_delay);
+        self.schedule_persists(&mut groups);
+        Ok(outcome)
     }
 
     pub fn sync(
@@ -160,30 +162,35 @@ impl GroupCoordinator {
                 ..Default::default()
             });
         };
-        let (outcome, stable) = g.sync(
+        let (outcome, _stable) = g.sync(
             member_id,
             instance_id,
             generation,
             assignments,
             Instant::now(),
         );
-        if stable {
-            let me = self.clone();
-            let id = group_id.to_string();
-            tokio::spawn(async move { me.persist_group(&id).await });
-        }
+        self.schedule_persists(&mut groups);
         outcome
     }
 
-    /// Writes a group's membership to the store (after it became Stable).
+    /// Schedules a membership write for every group whose `persist` flag is set.
+    fn schedule_persists(self: &Arc<Self>, groups: &mut HashMap<String, Group>) {
+        for g in groups.values_mut().filter(|g| g.persist) {
+            g.persist = false;
+            let me = self.clone();
+            let id = g.id.clone();
+            tokio::spawn(async move { me.persist_group(&id).await });
+        }
+    }
+
+    /// Writes a group's current membership to the store (a tombstone once the group is gone).
     async fn persist_group(&self, group_id: &str) {
         let end = {
             let mut store = self.store();
             let snap = self.groups().get(group_id).map(Group::snapshot);
-            let Some(snap) = snap else { return };
             store.append(&[Entry::Group {
                 group: group_id.to_string(),
-                value: Some(snap),
+                value: snap,
             }])
         };
         match end {
@@ -211,16 +218,22 @@ impl GroupCoordinator {
     }
 
     /// Removes members (member id, instance id); returns each one's error code.
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+    pub fn leave(
+        self: &Arc<Self>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<i16> {
         let mut groups = self.groups();
         let Some(g) = groups.get_mut(group_id) else {
             return vec![state::UNKNOWN_MEMBER_ID; members.len()];
         };
         let now = Instant::now();
-        members
+        let codes = members
             .iter()
             .map(|(id, inst)| g.leave(id, inst.as_deref(), now))
-            .collect()
+            .collect();
+        self.schedule_persists(&mut groups);
+        codes
     }
 
     /// Commits offsets; returns one error code per input, in order.
@@ -435,9 +448,32 @@ impl GroupCoordinator {
         ))
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+    /// A group as DescribeGroups reports it. KIP-848 groups are described too (as Kafka 4.0
+    /// does): their members' subscriptions and assignments in the consumer-protocol encoding.
+    pub fn describe(&self, group_id: &str, topics: &TopicRegistry) -> Option<GroupView> {
         let groups = self.groups();
         let g = groups.get(group_id)?;
+        if let Some(c) = g.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            return Some(GroupView {
+                state: g.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: "uniform".into(),
+                members: c
+                    .members
+                    .values()
+                    .map(|m| MemberView {
+                        id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        host: m.host.clone(),
+                        metadata: consumer::encode_subscription(&m.subscribed),
+                        assignment: consumer::encode_assignment(&m.assigned, &|id| {
+                            topics.get_by_id(id).map(|t| t.name.to_string())
+                        }),
+                    })
+                    .collect(),
+            });
+        }
         let protocol = g.protocol.clone().unwrap_or_default();
         Some(GroupView {
             state: g.state_name(),
@@ -546,12 +582,13 @@ impl GroupCoordinator {
     }
 
     /// Expires dead members, completes overdue rebalances, forgets empty groups with no offsets.
-    pub fn tick(&self) {
+    pub fn tick(self: &Arc<Self>) {
         let now = Instant::now();
         let mut groups = self.groups();
         for g in groups.values_mut() {
             g.tick(now);
         }
+        self.schedule_persists(&mut groups);
         groups
             .retain(|_, g| !(g.state == GroupState::Empty && g.offsets.is_empty() && g.is_empty()));
     }

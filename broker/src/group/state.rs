@@ -141,6 +141,9 @@ pub struct Group {
     next_member: u64,
     /// Members under the KIP-848 consumer protocol (a group uses one protocol at a time).
     pub consumer: Option<super::consumer::ConsumerMembers>,
+    /// Set by every change a restart must see (became Stable or Empty, a static member's new
+    /// id); the coordinator writes a snapshot and clears it.
+    pub persist: bool,
 }
 
 impl Group {
@@ -159,6 +162,7 @@ impl Group {
             offsets: HashMap::new(),
             next_member: 0,
             consumer: None,
+            persist: false,
         }
     }
 
@@ -334,7 +338,9 @@ impl Group {
             self.leader = Some(new_id.clone());
         }
         if self.state == GroupState::Stable && !changed {
-            // No rebalance: the member resumes its assignment through SyncGroup.
+            // No rebalance: the member resumes its assignment through SyncGroup. Its new id must
+            // survive a restart, or the old one would come back and fence it.
+            self.persist = true;
             return JoinOutcome::Now(self.join_result(&new_id));
         }
         if self.state != GroupState::PreparingRebalance {
@@ -420,6 +426,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;
+            self.persist = true;
             return;
         }
         // The protocol every member supports that members rank highest overall.
@@ -583,6 +590,7 @@ impl Group {
                 if self.leader.as_deref() == Some(member_id) {
                     let given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     self.state = GroupState::Stable;
+                    self.persist = true;
                     stable = true;
                     let ids: Vec<String> = self.members.keys().cloned().collect();
                     for id in ids {
@@ -667,6 +675,7 @@ impl Group {
             if self.state != GroupState::Empty {
                 self.generation += 1;
             }
+            self.persist = true;
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;

@@ -236,7 +236,7 @@ pub fn describe(
         let mut g = DescribedGroup::default();
         g.group_id = id.clone();
         g.authorized_operations = i32::MIN;
-        match b.groups.describe(&id) {
+        match b.groups.describe(&id, &b.topics) {
             None => {
                 g.group_state = sb("Dead");
                 if version >= 6 {
