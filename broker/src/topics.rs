@@ -23,6 +23,8 @@ pub enum TopicError {
     Unknown(String),
     #[error("invalid topic name '{name}': {reason}")]
     InvalidName { name: String, reason: &'static str },
+    #[error("topic name '{0}' is reserved: names starting with '__' belong to the broker's internal topics")]
+    Reserved(String),
     #[error("invalid partition count {count} for topic '{topic}': {reason}")]
     InvalidPartitions {
         topic: String,
@@ -46,6 +48,7 @@ impl TopicError {
             TopicError::AlreadyExists(_) => 36,
             TopicError::Unknown(_) => 3,
             TopicError::InvalidName { .. } => 17,
+            TopicError::Reserved(_) => 44, // POLICY_VIOLATION
             TopicError::InvalidPartitions { .. } => 37,
             TopicError::ReplicationFactor(_) => 38,
             TopicError::Config { .. } => 40,
@@ -149,6 +152,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    if name.starts_with("__") {
+        return Err(TopicError::Reserved(name.to_string()));
     }
     Ok(())
 }
@@ -490,6 +496,14 @@ mod tests {
                 .unwrap_err()
                 .kafka_code(),
             17
+        );
+        let reserved = reg
+            .create("__consumer_offsets", 1, 1, BTreeMap::new(), false)
+            .unwrap_err();
+        assert_eq!(
+            reserved.kafka_code(),
+            44,
+            "internal names are refused with POLICY_VIOLATION"
         );
         assert_eq!(
             reg.create("x", 0, 1, BTreeMap::new(), false)
