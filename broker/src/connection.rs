@@ -157,7 +157,9 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Connectio
     }
     let size = size as usize;
     if buf.len() < 4 + size {
-        buf.reserve(4 + size - buf.len());
+        // Grow toward the frame a MiB at a time, so memory follows the bytes actually received
+        // rather than the length a client claims.
+        buf.reserve((4 + size - buf.len()).min(1 << 20));
         return Ok(None);
     }
     buf.advance(4);
