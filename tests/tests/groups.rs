@@ -285,8 +285,16 @@ async fn kip848_consumer_protocol_shares_and_hands_over_partitions() {
             }
         }
     }
-    // Commits are checked against the member epoch.
-    c1.commit_consumer_state(CommitMode::Sync).unwrap();
+    // Commits are checked against the member epoch: commit the end of c1's partitions.
+    let mut tpl = TopicPartitionList::new();
+    for p in assigned(&c1) {
+        let (_, hi) = c1
+            .fetch_watermarks("k848", p, Duration::from_secs(5))
+            .unwrap();
+        tpl.add_partition_offset("k848", p, Offset::Offset(hi))
+            .unwrap();
+    }
+    c1.commit(&tpl, CommitMode::Sync).unwrap();
     // One member leaves; the other ends up with all six partitions.
     drop(c2);
     poll_until(&[&c1], 40, |a| a[0].len() == 6);

@@ -3,4 +3,5 @@
 
 pub mod batch;
 pub mod partition;
+pub mod producers;
 pub mod segment;

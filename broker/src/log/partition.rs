@@ -18,10 +18,12 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 use super::batch::{self, BatchError, HEADER_LEN};
+use super::producers::{Check, ProducerState};
 use super::segment::{self, Segment, Truncation};
 use crate::topic_config::{FlushPolicy, TimestampType, TopicConfig};
 
 const LOG_START_FILE: &str = "log-start-offset";
+const PRODUCERS_FILE: &str = "producer-state";
 /// Write a recovery checkpoint (fsync + index of the active segment) after this many bytes...
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// ...or this long after the last one, whichever comes first.
@@ -36,6 +38,8 @@ pub enum AppendError {
     Io(#[from] io::Error),
     #[error("partition is closed")]
     Closed,
+    #[error("{reason}")]
+    Producer { code: i16, reason: String },
 }
 
 impl AppendError {
@@ -44,6 +48,7 @@ impl AppendError {
             AppendError::Batch(b) => b.kafka_code(),
             AppendError::Io(_) => 56, // KAFKA_STORAGE_ERROR
             AppendError::Closed => 3, // UNKNOWN_TOPIC_OR_PARTITION
+            AppendError::Producer { code, .. } => *code,
         }
     }
 }
@@ -106,6 +111,8 @@ struct LogState {
     /// Bytes appended since the last recovery checkpoint, and when it was written.
     since_checkpoint: u64,
     last_checkpoint: std::time::Instant,
+    /// Idempotent producers' recent batches, for deduplicating retries.
+    producers: ProducerState,
 }
 
 /// One partition of a topic.
@@ -171,6 +178,7 @@ impl Partition {
             .unwrap_or(first_base)
             .max(first_base)
             .min(next_offset);
+        let producers = recover_producers(&dir, &mut segments, next_offset);
         let end = end_point(&segments);
         let (hw, _) = watch::channel(end.offset);
         let p = Arc::new(Self {
@@ -187,6 +195,7 @@ impl Partition {
                 read_hint: end,
                 since_checkpoint: 0,
                 last_checkpoint: std::time::Instant::now(),
+                producers,
             }),
             config: RwLock::new(config),
             hw,
@@ -252,8 +261,44 @@ impl Partition {
         let headers = batch::validate_produce(records, cfg.max_message_bytes)?;
         let now = now_ms();
         let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
-        let mut st = self.lock();
-        self.maybe_roll(&mut st, records.len() as u64, now, &cfg)?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        // Idempotent producers: a retried batch is answered with its original offsets.
+        for h in &headers {
+            match st.producers.check(h) {
+                Check::New => {}
+                Check::Duplicate {
+                    base_offset,
+                    last_offset,
+                } if headers.len() == 1 => {
+                    return Ok(Appended {
+                        base_offset,
+                        end_offset: last_offset + 1,
+                        log_append_time: -1,
+                        log_start: st.log_start,
+                    });
+                }
+                Check::Duplicate { .. } => {
+                    return Err(AppendError::Producer {
+                        code: super::producers::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        reason: format!(
+                            "a request mixing retried and new batches (topic {}, partition {})",
+                            self.topic, self.index
+                        ),
+                    })
+                }
+                Check::Reject { code, reason } => {
+                    return Err(AppendError::Producer {
+                        code,
+                        reason: format!(
+                            "{reason} (topic {}, partition {})",
+                            self.topic, self.index
+                        ),
+                    })
+                }
+            }
+        }
+        self.maybe_roll(st, records.len() as u64, now, &cfg)?;
         let base = st.next_offset;
         let mut rewritten = Vec::with_capacity(headers.len());
         let mut next = base;
@@ -285,6 +330,7 @@ impl Partition {
                 stored.max_timestamp = t;
             }
             seg.note_batch(&stored, pos, interval);
+            st.producers.record(&stored);
             pos += h.total_len() as u64;
         }
         st.next_offset = next;
@@ -338,6 +384,10 @@ impl Partition {
             active.persist_index()?;
             st.unsynced.push(active.file.clone());
         }
+        crate::fsutil::write_atomic(
+            &self.dir.join(PRODUCERS_FILE),
+            &st.producers.snapshot(st.next_offset),
+        )?;
         let seg = Segment::create(&self.dir, st.next_offset, now)?;
         crate::fsutil::sync_dir(&self.dir)?;
         st.segments.push_back(seg);
@@ -400,13 +450,18 @@ impl Partition {
                     (
                         s.index_path().to_path_buf(),
                         s.index_bytes_upto(point.position, point.offset),
+                        st.producers.snapshot(point.offset),
                     )
                 })
         };
-        if let Some((path, bytes)) = index_file {
-            tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&path, &bytes))
-                .await
-                .map_err(io::Error::other)??;
+        if let Some((path, bytes, producers)) = index_file {
+            let producers_path = self.dir.join(PRODUCERS_FILE);
+            tokio::task::spawn_blocking(move || {
+                crate::fsutil::write_atomic(&path, &bytes)?;
+                crate::fsutil::write_atomic(&producers_path, &producers)
+            })
+            .await
+            .map_err(io::Error::other)??;
         }
         Ok(())
     }
@@ -676,6 +731,10 @@ impl Partition {
             a.file.sync_data()?;
             a.persist_index()?;
         }
+        crate::fsutil::write_atomic(
+            &self.dir.join(PRODUCERS_FILE),
+            &st.producers.snapshot(st.next_offset),
+        )?;
         Ok(())
     }
 
@@ -709,6 +768,33 @@ fn end_point(segments: &VecDeque<Segment>) -> Point {
             position: s.size,
         },
     )
+}
+
+/// Rebuilds idempotent-producer state: the snapshot written with the last checkpoint, plus the
+/// batches recovery scanned after it. If the snapshot does not end exactly where the scan began
+/// (say a crash fell between writing the index and the snapshot), only the scanned batches are
+/// used: producers seen only before them are then unknown and accepted from any sequence.
+fn recover_producers(dir: &Path, segments: &mut VecDeque<Segment>, log_end: i64) -> ProducerState {
+    let snapshot = std::fs::read(dir.join(PRODUCERS_FILE))
+        .ok()
+        .and_then(|b| ProducerState::load(&b));
+    let scan_start = segments
+        .iter()
+        .filter_map(|s| s.scanned_from)
+        .min()
+        .unwrap_or(log_end);
+    let (from, mut state) = match snapshot {
+        Some((offset, state)) if offset == scan_start => (offset, state),
+        _ => (i64::MIN, ProducerState::default()),
+    };
+    for seg in segments.iter_mut() {
+        for h in std::mem::take(&mut seg.scanned_producer_batches) {
+            if h.base_offset >= from {
+                state.record(&h);
+            }
+        }
+    }
+    state
 }
 
 fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
@@ -837,6 +923,93 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(p2.high_watermark(), 120);
         assert_eq!(p2.offset_for_timestamp(200).unwrap(), Some((60, 200)));
+    }
+
+    /// A batch from idempotent producer `pid` with sequences `seq..seq+n`.
+    fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: i32) -> Bytes {
+        let records: Vec<_> = (0..n)
+            .map(|i| {
+                let mut r = batch::plain_record(
+                    i64::from(i),
+                    1_000 + i64::from(i),
+                    None,
+                    Some(Bytes::from_static(b"v")),
+                );
+                r.producer_id = pid;
+                r.producer_epoch = epoch;
+                r.sequence = seq + i;
+                r
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        kafka_protocol::records::RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &kafka_protocol::records::RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test]
+    async fn idempotent_retries_are_not_written_twice_even_after_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("t-0");
+        let c = cfg(|_| {});
+        let (p, _) = Partition::open("t".into(), 0, dir.clone(), c.clone()).unwrap();
+        let first = p.append(&idempotent_batch(7, 0, 0, 3)).unwrap();
+        let second = p.append(&idempotent_batch(7, 0, 3, 2)).unwrap();
+        assert_eq!((first.base_offset, second.base_offset), (0, 3));
+        let retry = p.append(&idempotent_batch(7, 0, 0, 3)).unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.end_offset),
+            (0, 3),
+            "a retry gets its original offsets"
+        );
+        assert_eq!(p.log_end(), 5, "and nothing is written");
+        let gap = p.append(&idempotent_batch(7, 0, 9, 1)).unwrap_err();
+        assert_eq!(gap.kafka_code(), 45);
+        // Unclean restart: the state comes back from the scanned tail.
+        drop(p);
+        let (p, _) = Partition::open("t".into(), 0, dir.clone(), c.clone()).unwrap();
+        assert_eq!(
+            p.append(&idempotent_batch(7, 0, 3, 2)).unwrap().base_offset,
+            3
+        );
+        assert_eq!(p.log_end(), 5);
+        // Clean restart: the state comes back from the snapshot written at close.
+        p.close().unwrap();
+        drop(p);
+        let (p, _) = Partition::open("t".into(), 0, dir, c).unwrap();
+        assert_eq!(
+            p.append(&idempotent_batch(7, 0, 0, 3)).unwrap().base_offset,
+            0
+        );
+        assert_eq!(
+            p.append(&idempotent_batch(7, 0, 5, 1)).unwrap().base_offset,
+            5
+        );
+        assert_eq!(
+            p.append(&idempotent_batch(7, 0, 0, 1))
+                .unwrap_err()
+                .kafka_code(),
+            45
+        );
+        assert_eq!(
+            p.append(&idempotent_batch(7, 1, 0, 1)).unwrap().base_offset,
+            6,
+            "a new epoch starts at 0"
+        );
+        assert_eq!(
+            p.append(&idempotent_batch(7, 0, 6, 1))
+                .unwrap_err()
+                .kafka_code(),
+            47,
+            "the old epoch is fenced"
+        );
     }
 
     #[tokio::test]

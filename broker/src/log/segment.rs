@@ -59,6 +59,10 @@ pub struct Segment {
     pub max_timestamp_batch: i64,
     /// Wall-clock milliseconds of the first append, for roll by age.
     pub created_ms: i64,
+    /// Set by recovery: the offset where the scan after the trusted prefix began, and the
+    /// headers of idempotent batches it found (to rebuild producer state).
+    pub scanned_from: Option<i64>,
+    pub scanned_producer_batches: Vec<BatchHeader>,
 }
 
 pub fn log_file_name(base: i64) -> String {
@@ -92,6 +96,8 @@ impl Segment {
             max_timestamp: -1,
             max_timestamp_batch: -1,
             created_ms: now_ms,
+            scanned_from: None,
+            scanned_producer_batches: Vec::new(),
         }
     }
 
@@ -142,6 +148,7 @@ impl Segment {
         io::Seek::seek(&mut file, io::SeekFrom::Start(self.size))?;
         let mut reader = io::BufReader::with_capacity(1 << 20, file);
         let mut pos = self.size;
+        self.scanned_from = Some(self.next_offset);
         let mut buf = Vec::new();
         let mut stop: Option<String> = None;
         while pos < len {
@@ -178,6 +185,9 @@ impl Segment {
                 break;
             }
             self.note_batch(&h, pos, index_interval);
+            if h.producer_id >= 0 {
+                self.scanned_producer_batches.push(h);
+            }
             pos += total as u64;
         }
         let trunc = stop.map(|reason| Truncation {
