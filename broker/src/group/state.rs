@@ -246,8 +246,7 @@ impl Group {
         if !known && !req.member_id.is_empty() && self.pending.remove(&member_id).is_none() {
             return err(UNKNOWN_MEMBER_ID, &member_id);
         }
-        if known {
-            let m = self.members.get_mut(&member_id).expect("known member");
+        if let Some(m) = self.members.get_mut(&member_id) {
             let changed = m.protocols != req.protocols;
             m.protocols = req.protocols.clone();
             m.session_timeout = req.session_timeout;
