@@ -75,6 +75,8 @@ pub struct LogDefaults {
     pub flush: FlushPolicy,
     /// Also fsync in the background at this interval in milliseconds (`flush.ms`); none when unset.
     pub flush_ms: Option<u64>,
+    /// Forget an idempotent producer's state after this long without writes (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -114,6 +116,7 @@ impl Default for LogDefaults {
             message_timestamp_type: TimestampType::CreateTime,
             flush: FlushPolicy::Os,
             flush_ms: None,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -194,6 +197,7 @@ impl BrokerConfig {
             timestamp_type: l.message_timestamp_type,
             flush: l.flush,
             flush_ms: l.flush_ms,
+            producer_id_expiration_ms: l.producer_id_expiration_ms,
         }
     }
 }

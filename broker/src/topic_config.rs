@@ -35,6 +35,7 @@ pub struct TopicConfig {
     pub timestamp_type: TimestampType,
     pub flush: FlushPolicy,
     pub flush_ms: Option<u64>,
+    pub producer_id_expiration_ms: i64,
 }
 
 /// A topic config override that is unknown or has a bad value.
@@ -145,6 +146,12 @@ const KEYS: &[Key] = &[
         config_type: ConfigType::Long,
         read_only: false,
         doc: "background fsync interval; 9223372036854775807 disables it",
+    },
+    Key {
+        name: "producer.id.expiration.ms",
+        config_type: ConfigType::Long,
+        read_only: false,
+        doc: "forget an idempotent producer's state after this long without writes",
     },
     Key {
         name: "min.insync.replicas",
@@ -287,6 +294,12 @@ impl TopicConfig {
                     _ => return Err(invalid("must be at least 1")),
                 };
             }
+            "producer.id.expiration.ms" => {
+                self.producer_id_expiration_ms = long()?;
+                if self.producer_id_expiration_ms < 1 {
+                    return Err(invalid("must be at least 1"));
+                }
+            }
             "min.insync.replicas" => {
                 if long()? != 1 {
                     return Err(invalid(
@@ -333,6 +346,7 @@ impl TopicConfig {
                 FlushPolicy::Os => i64::MAX.to_string(),
             },
             "flush.ms" => self.flush_ms.map_or(i64::MAX, |v| v as i64).to_string(),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
             "min.insync.replicas" => "1".into(),
             "unclean.leader.election.enable" => "false".into(),
             _ => String::new(),

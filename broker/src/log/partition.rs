@@ -330,7 +330,7 @@ impl Partition {
                 stored.max_timestamp = t;
             }
             seg.note_batch(&stored, pos, interval);
-            st.producers.record(&stored);
+            st.producers.record(&stored, now);
             pos += h.total_len() as u64;
         }
         st.next_offset = next;
@@ -670,10 +670,15 @@ impl Partition {
         Ok(())
     }
 
-    /// Deletes segments past `retention.ms` or beyond `retention.bytes`; returns how many.
+    /// Deletes segments past `retention.ms` or beyond `retention.bytes`, and forgets idempotent
+    /// producers idle for `producer.id.expiration.ms`; returns how many segments went.
     pub fn enforce_retention(&self, now: i64) -> io::Result<usize> {
         let cfg = self.config();
         let mut st = self.lock();
+        let expired = st.producers.expire(now, cfg.producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producer ids");
+        }
         let mut deleted = 0;
         loop {
             let total: u64 = st.segments.iter().map(|s| s.size).sum();
@@ -790,7 +795,8 @@ fn recover_producers(dir: &Path, segments: &mut VecDeque<Segment>, log_end: i64)
     for seg in segments.iter_mut() {
         for h in std::mem::take(&mut seg.scanned_producer_batches) {
             if h.base_offset >= from {
-                state.record(&h);
+                // A recovered producer counts as seen now, so it is not expired at once.
+                state.record(&h, now_ms());
             }
         }
     }

@@ -30,6 +30,9 @@ pub struct ProducerBatch {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<ProducerBatch>,
+    /// Wall-clock milliseconds of its last write, for expiry.
+    #[serde(default)]
+    pub last_ms: i64,
 }
 
 /// What the state says about an incoming batch.
@@ -114,12 +117,13 @@ impl ProducerState {
         Check::New
     }
 
-    /// Records a written batch (its header carries the assigned base offset).
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Records a written batch (its header carries the assigned base offset) at `now_ms`.
+    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
         let e = self.producers.entry(h.producer_id).or_default();
+        e.last_ms = e.last_ms.max(now_ms);
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
@@ -152,6 +156,15 @@ impl ProducerState {
             .map(|s| (s.offset, s.state))
     }
 
+    /// Forgets producers that have not written for `expiration_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms - e.last_ms < expiration_ms);
+        before - self.producers.len()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -170,6 +183,28 @@ struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ProducerState {
+        fn record_at0(&mut self, h: &BatchHeader) {
+            self.record(h, 0);
+        }
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut s = ProducerState::default();
+        s.record(&h(1, 0, 0, 1, 0), 1_000);
+        s.record(&h(2, 0, 0, 1, 1), 5_000);
+        assert_eq!(s.expire(6_500, 3_000), 1);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s.check(&h(2, 0, 0, 1, 0)),
+            Check::Duplicate {
+                base_offset: 1,
+                last_offset: 1
+            }
+        );
+    }
 
     fn h(pid: i64, epoch: i16, seq: i32, n: i32, base: i64) -> BatchHeader {
         BatchHeader {
@@ -193,9 +228,9 @@ mod tests {
     fn retries_are_duplicates_gaps_and_zombies_are_refused() {
         let mut s = ProducerState::default();
         assert_eq!(s.check(&h(7, 0, 0, 3, 0)), Check::New);
-        s.record(&h(7, 0, 0, 3, 10));
+        s.record_at0(&h(7, 0, 0, 3, 10));
         assert_eq!(s.check(&h(7, 0, 3, 2, 0)), Check::New);
-        s.record(&h(7, 0, 3, 2, 13));
+        s.record_at0(&h(7, 0, 3, 2, 13));
         assert_eq!(
             s.check(&h(7, 0, 0, 3, 99)),
             Check::Duplicate {
@@ -225,7 +260,7 @@ mod tests {
                 ..
             }
         ));
-        s.record(&h(7, 1, 0, 1, 15));
+        s.record_at0(&h(7, 1, 0, 1, 15));
         assert!(matches!(
             s.check(&h(7, 0, 5, 1, 0)),
             Check::Reject {
@@ -241,9 +276,9 @@ mod tests {
     #[test]
     fn snapshot_keeps_only_batches_before_its_offset() {
         let mut s = ProducerState::default();
-        s.record(&h(1, 0, 0, 2, 0));
-        s.record(&h(1, 0, 2, 2, 2));
-        s.record(&h(2, 0, 0, 1, 4));
+        s.record_at0(&h(1, 0, 0, 2, 0));
+        s.record_at0(&h(1, 0, 2, 2, 2));
+        s.record_at0(&h(2, 0, 0, 1, 4));
         let (off, loaded) = ProducerState::load(&s.snapshot(4)).unwrap();
         assert_eq!(off, 4);
         assert_eq!(
@@ -264,7 +299,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
         let mut s = ProducerState::default();
         for i in 0..7 {
-            s.record(&h(3, 0, i, 1, i64::from(i)));
+            s.record_at0(&h(3, 0, i, 1, i64::from(i)));
         }
         assert_eq!(
             s.check(&h(3, 0, 6, 1, 0)),
@@ -278,7 +313,7 @@ mod tests {
             "too old to be known as a retry"
         );
         let mut w = ProducerState::default();
-        w.record(&h(4, 0, i32::MAX - 1, 2, 0));
+        w.record_at0(&h(4, 0, i32::MAX - 1, 2, 0));
         assert_eq!(
             w.check(&h(4, 0, 0, 1, 0)),
             Check::New,
