@@ -162,7 +162,7 @@ impl GroupCoordinator {
                 ..Default::default()
             });
         };
-        let (outcome, _stable) = g.sync(
+        let outcome = g.sync(
             member_id,
             instance_id,
             generation,

@@ -548,7 +548,7 @@ impl Group {
         Ok(())
     }
 
-    /// SyncGroup. Returns whether the group just became Stable (so it should be persisted).
+    /// SyncGroup. The leader's call makes the group Stable (and sets `persist`).
     pub fn sync(
         &mut self,
         member_id: &str,
@@ -556,15 +556,12 @@ impl Group {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
-    ) -> (SyncOutcome, bool) {
+    ) -> SyncOutcome {
         let fail = |error| {
-            (
-                SyncOutcome::Now(SyncResult {
-                    error,
-                    ..Default::default()
-                }),
-                false,
-            )
+            SyncOutcome::Now(SyncResult {
+                error,
+                ..Default::default()
+            })
         };
         if let Err(e) = self.check_member(member_id, instance_id, generation) {
             return fail(e);
@@ -574,10 +571,7 @@ impl Group {
             GroupState::PreparingRebalance => fail(REBALANCE_IN_PROGRESS),
             GroupState::Stable => {
                 let m = &self.members[member_id];
-                (
-                    SyncOutcome::Now(self.sync_result(m.assignment.clone())),
-                    false,
-                )
+                SyncOutcome::Now(self.sync_result(m.assignment.clone()))
             }
             GroupState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
@@ -585,12 +579,10 @@ impl Group {
                     m.last_seen = now;
                     m.sync_waiter = Some(tx);
                 }
-                let mut stable = false;
                 if self.leader.as_deref() == Some(member_id) {
                     let given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     self.state = GroupState::Stable;
                     self.persist = true;
-                    stable = true;
                     let ids: Vec<String> = self.members.keys().cloned().collect();
                     for id in ids {
                         let a = given.get(&id).cloned().unwrap_or_default();
@@ -603,7 +595,7 @@ impl Group {
                         }
                     }
                 }
-                (SyncOutcome::Wait(rx), stable)
+                SyncOutcome::Wait(rx)
             }
         }
     }
@@ -889,10 +881,15 @@ mod tests {
         assert_eq!((ra.generation, rb.generation), (2, 2));
         assert_eq!(ra.members.len(), 2, "the leader sees every member");
         assert!(rb.members.is_empty());
-        let (SyncOutcome::Wait(mut sb), false) = g.sync(&b, None, 2, vec![], t) else {
+        g.persist = false;
+        let SyncOutcome::Wait(mut sb) = g.sync(&b, None, 2, vec![], t) else {
             panic!()
         };
-        let (SyncOutcome::Wait(mut sa), true) = g.sync(
+        assert!(
+            !g.persist,
+            "a follower's sync does not make the group stable"
+        );
+        let SyncOutcome::Wait(mut sa) = g.sync(
             &a,
             None,
             2,
@@ -904,6 +901,10 @@ mod tests {
         ) else {
             panic!()
         };
+        assert!(
+            g.persist,
+            "the leader's sync makes the group stable, to be persisted"
+        );
         assert_eq!(sa.try_recv().unwrap().assignment, Bytes::from_static(b"A"));
         assert_eq!(sb.try_recv().unwrap().assignment, Bytes::from_static(b"B"));
         assert_eq!(g.state, GroupState::Stable);
@@ -953,7 +954,7 @@ mod tests {
         assert_ne!(r.member_id, a);
         assert_eq!(g.state, GroupState::Stable);
         assert_eq!(g.heartbeat(&a, Some("i1"), 1, t), FENCED_INSTANCE_ID);
-        let (SyncOutcome::Now(s), _) = g.sync(&r.member_id, Some("i1"), 1, vec![], t) else {
+        let SyncOutcome::Now(s) = g.sync(&r.member_id, Some("i1"), 1, vec![], t) else {
             panic!()
         };
         assert_eq!(

@@ -19,11 +19,10 @@ use super::sb;
 use crate::broker::Broker;
 use crate::topic_config::{ConfigType, TopicConfig};
 use crate::topics::TopicError;
+use kafka_protocol::error::ResponseError;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
-const INVALID_REQUEST: i16 = 42;
-const INVALID_CONFIG: i16 = 40;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
@@ -48,7 +47,7 @@ pub fn describe(b: &Arc<Broker>, req: DescribeConfigsRequest) -> DescribeConfigs
             TOPIC => topic_rows(b, &res.resource_name),
             BROKER => Ok(broker_rows(b)),
             other => Err((
-                INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 format!("resource type {other} is not supported"),
             )),
         };
@@ -230,12 +229,15 @@ fn broker_rows(b: &Broker) -> Vec<Row> {
 fn refuse_non_topic(b: &Broker, resource_type: i8, name: &str) -> (i16, String) {
     match resource_type {
         BROKER if name.is_empty() || name == b.config.node_id.to_string() => (
-            INVALID_CONFIG,
+            ResponseError::InvalidConfig.code(),
             "broker configs are static: change the broker config file and restart".to_string(),
         ),
-        BROKER => (INVALID_REQUEST, format!("unknown broker {name}")),
+        BROKER => (
+            ResponseError::InvalidRequest.code(),
+            format!("unknown broker {name}"),
+        ),
         other => (
-            INVALID_REQUEST,
+            ResponseError::InvalidRequest.code(),
             format!("resource type {other} is not supported"),
         ),
     }
@@ -322,13 +324,17 @@ fn apply_ops(
     for (name, op, value) in ops {
         let name = name.to_string();
         if !TopicConfig::is_known(&name) {
-            return Err((INVALID_CONFIG, format!("unknown topic config `{name}`")));
+            return Err((
+                ResponseError::InvalidConfig.code(),
+                format!("unknown topic config `{name}`"),
+            ));
         }
         match op {
             0 => {
-                let v = value
-                    .as_ref()
-                    .ok_or((INVALID_REQUEST, format!("SET of `{name}` needs a value")))?;
+                let v = value.as_ref().ok_or((
+                    ResponseError::InvalidRequest.code(),
+                    format!("SET of `{name}` needs a value"),
+                ))?;
                 overrides.insert(name, v.to_string());
             }
             1 => {
@@ -336,11 +342,16 @@ fn apply_ops(
             }
             2 | 3 => {
                 return Err((
-                    INVALID_CONFIG,
+                    ResponseError::InvalidConfig.code(),
                     format!("`{name}` is not a list config this broker can append to"),
                 ));
             }
-            other => return Err((INVALID_REQUEST, format!("unknown config operation {other}"))),
+            other => {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("unknown config operation {other}"),
+                ))
+            }
         }
     }
     Ok(())

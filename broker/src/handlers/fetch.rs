@@ -16,10 +16,7 @@ use uuid::Uuid;
 use super::Reply;
 use crate::broker::Broker;
 use crate::log::partition::Partition;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const UNKNOWN_TOPIC_ID: i16 = 100;
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+use kafka_protocol::error::ResponseError;
 
 /// One requested partition, resolved.
 struct Want {
@@ -34,7 +31,7 @@ struct Want {
 pub fn handle(b: &Arc<Broker>, version: i16, req: FetchRequest) -> Reply {
     if req.session_id != 0 && req.session_epoch > 0 {
         let mut r = FetchResponse::default();
-        r.error_code = FETCH_SESSION_ID_NOT_FOUND;
+        r.error_code = ResponseError::FetchSessionIdNotFound.code();
         return Reply::Now(ResponseKind::Fetch(r));
     }
     let mut topics: Vec<(TopicName, Uuid)> = Vec::with_capacity(req.topics.len());
@@ -50,9 +47,9 @@ pub fn handle(b: &Arc<Broker>, version: i16, req: FetchRequest) -> Reply {
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 partition: topic.as_ref().and_then(|t| t.partition(p.partition)),
                 unknown_code: if version >= 13 {
-                    UNKNOWN_TOPIC_ID
+                    ResponseError::UnknownTopicId.code()
                 } else {
-                    UNKNOWN_TOPIC_OR_PARTITION
+                    ResponseError::UnknownTopicOrPartition.code()
                 },
             });
         }

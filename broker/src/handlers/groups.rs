@@ -19,8 +19,7 @@ use crate::group::state::{
     JoinOutcome, JoinRequest, JoinResult, SyncOutcome, SyncResult, UNKNOWN_MEMBER_ID,
 };
 use crate::group::GROUP_ID_NOT_FOUND;
-
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+use kafka_protocol::error::ResponseError;
 
 fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
@@ -43,7 +42,7 @@ pub fn find_coordinator(
                 let mut c = Coordinator::default();
                 c.key = k.clone();
                 if txn {
-                    c.error_code = COORDINATOR_NOT_AVAILABLE;
+                    c.error_code = ResponseError::CoordinatorNotAvailable.code();
                     c.error_message = Some(sb("transactions are not built yet"));
                     c.node_id = BrokerId(-1);
                     c.port = -1;
@@ -56,7 +55,7 @@ pub fn find_coordinator(
             })
             .collect();
     } else if txn {
-        r.error_code = COORDINATOR_NOT_AVAILABLE;
+        r.error_code = ResponseError::CoordinatorNotAvailable.code();
         r.error_message = Some(sb("transactions are not built yet"));
         r.node_id = BrokerId(-1);
         r.port = -1;

@@ -1,6 +1,6 @@
 //! Produce: appends each partition's batches in request order while the connection's next
 //! request waits, then (acks 1/all) answers once every append is visible under the topic's flush
-//! policy, or REQUEST_TIMED_OUT after the request's timeout. acks=0 gets no response.
+//! policy, or ResponseError::RequestTimedOut.code() after the request's timeout. acks=0 gets no response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use super::{sb, Reply};
 use crate::broker::Broker;
 use crate::log::partition::Partition;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const UNKNOWN_TOPIC_ID: i16 = 100;
-const REQUEST_TIMED_OUT: i16 = 7;
-const INVALID_REQUIRED_ACKS: i16 = 21;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-const CORRUPT_MESSAGE: i16 = 2;
+use kafka_protocol::error::ResponseError;
 
 /// A partition waiting for its append to become visible before it is acknowledged.
 struct Waiter {
@@ -46,15 +40,21 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
             pr.log_start_offset = -1;
             let partition = found.as_ref().and_then(|t| t.partition(pd.index));
             let outcome = if !matches!(acks, -1..=1) {
-                Err((INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1".to_string()))
+                Err((
+                    ResponseError::InvalidRequiredAcks.code(),
+                    "acks must be -1, 0 or 1".to_string(),
+                ))
             } else if txn {
                 Err((
-                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
                     "transactions are not built yet".to_string(),
                 ))
             } else if let Some(p) = partition {
                 match pd.records {
-                    None => Err((CORRUPT_MESSAGE, "no records".to_string())),
+                    None => Err((
+                        ResponseError::CorruptMessage.code(),
+                        "no records".to_string(),
+                    )),
                     Some(records) => {
                         let len = records.len() as u64;
                         match p.append(&records) {
@@ -83,9 +83,9 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                 }
             } else {
                 let code = if name.is_empty() {
-                    UNKNOWN_TOPIC_ID
+                    ResponseError::UnknownTopicId.code()
                 } else {
-                    UNKNOWN_TOPIC_OR_PARTITION
+                    ResponseError::UnknownTopicOrPartition.code()
                 };
                 Err((
                     code,
@@ -115,7 +115,7 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
         for w in waiters {
             if !w.partition.wait_visible(w.end_offset, timeout).await {
                 let pr = &mut resp.responses[w.topic].partition_responses[w.slot];
-                pr.error_code = REQUEST_TIMED_OUT;
+                pr.error_code = ResponseError::RequestTimedOut.code();
                 pr.error_message = Some(sb("timed out waiting for the flush"));
             }
         }

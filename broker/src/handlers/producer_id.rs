@@ -7,8 +7,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::broker::Broker;
-
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+use kafka_protocol::error::ResponseError;
 
 pub fn handle(b: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
@@ -18,7 +17,7 @@ pub fn handle(b: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResp
         tracing::warn!(
             "refused InitProducerId with a transactional id: transactions are not built yet"
         );
-        r.error_code = TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return r;
     }
     match b.topics.allocate_producer_id() {

@@ -16,8 +16,7 @@ use kafka_protocol::messages::{
 use super::{sb, topic_name};
 use crate::broker::Broker;
 use crate::topics::TopicError;
-
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+use kafka_protocol::error::ResponseError;
 
 pub fn create(b: &Arc<Broker>, _version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut resp = CreateTopicsResponse::default();
@@ -47,7 +46,7 @@ pub fn create(b: &Arc<Broker>, _version: i16, req: CreateTopicsRequest) -> Creat
             .any(|a| a.broker_ids.iter().any(|id| id.0 != b.config.node_id));
         let result = if assigned_elsewhere {
             Err((
-                INVALID_REPLICA_ASSIGNMENT,
+                ResponseError::InvalidReplicaAssignment.code(),
                 format!(
                     "replicas may only be assigned to broker {}",
                     b.config.node_id
