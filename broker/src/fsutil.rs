@@ -19,6 +19,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `data` by rename, without fsync: for files that recovery validates and
+/// rebuilds when they are stale or missing (roll-time indexes and producer snapshots), written
+/// while the partition lock is held.
+pub fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
 /// Makes a folder's entries (created, renamed or removed files) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

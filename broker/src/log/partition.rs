@@ -379,17 +379,24 @@ impl Partition {
     }
 
     /// Closes the active segment (writing its index) and starts a new one at the log end.
+    ///
+    /// Runs under the partition lock, so it does no fsync: the closed segment's file and the
+    /// folder entry of the new one are synced by the next flush (before anything in them is
+    /// acknowledged under `flush: fsync`), and the index and producer snapshot written here are
+    /// validated at recovery and rebuilt if a power loss left them stale.
     fn roll(&self, st: &mut LogState, now: i64) -> io::Result<()> {
         if let Some(active) = st.segments.back() {
-            active.persist_index()?;
+            crate::fsutil::write_replace(
+                active.index_path(),
+                &active.index_bytes_upto(active.size, active.next_offset),
+            )?;
             st.unsynced.push(active.file.clone());
         }
-        crate::fsutil::write_atomic(
+        crate::fsutil::write_replace(
             &self.dir.join(PRODUCERS_FILE),
             &st.producers.snapshot(st.next_offset),
         )?;
         let seg = Segment::create(&self.dir, st.next_offset, now)?;
-        crate::fsutil::sync_dir(&self.dir)?;
         st.segments.push_back(seg);
         st.dirty = true;
         Ok(())
@@ -421,10 +428,14 @@ impl Partition {
             }
             (files, end_point(&st.segments), checkpoint)
         };
-        let synced =
-            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-                .await
-                .map_err(io::Error::other)?;
+        // Rolled segments (more than the active file) mean new folder entries to make durable.
+        let dir = (files.len() > 1).then(|| self.dir.clone());
+        let synced = tokio::task::spawn_blocking(move || {
+            files.iter().try_for_each(|f| f.sync_data())?;
+            dir.map_or(Ok(()), |d| crate::fsutil::sync_dir(&d))
+        })
+        .await
+        .map_err(io::Error::other)?;
         if let Err(e) = synced {
             self.lock().dirty = true;
             return Err(e);
