@@ -60,11 +60,17 @@ printf 'group_consumer_heartbeat_interval_ms: 5000\n' >"$WORK/g.yaml"
 start "$WORK/d3" -c "$WORK/g.yaml"
 "$T" bench rebalance --members 10 --partitions 100 --protocol classic -t rb-classic | tail -1
 "$T" bench rebalance --members 10 --partitions 100 --protocol consumer -t rb-consumer | tail -1
-"$T" topic create bench-commit -p 1 >/dev/null
-c0=$(cpu_ms "$PID"); s=$(date +%s%N)
-"$T" bench commit -n 100000 --rate 10000 | tail -1
-e=$(date +%s%N); c1=$(cpu_ms "$PID")
-echo "broker CPU for those commits: $((c1 - c0)) ms over $(((e - s) / 1000000)) ms wall"
+"$T" topic create bench-commit -p 100 >/dev/null
+for k in 1 10 100; do
+    c0=$(cpu_ms "$PID"); s=$(date +%s%N)
+    "$T" bench commit -n 100000 --rate 10000 --partitions "$k" | tail -1
+    e=$(date +%s%N); c1=$(cpu_ms "$PID")
+    echo "broker CPU for 100,000 offsets, $k per request: $((c1 - c0)) ms over $(((e - s) / 1000000)) ms wall"
+done
+c0=$(cpu_ms "$PID")
+python3 scripts/request_floor.py "$TRIB_BROKERS" 100000 10000
+c1=$(cpu_ms "$PID")
+echo "broker CPU for 100,000 bare ApiVersions round trips: $((c1 - c0)) ms"
 stop
 
 if [ "${1:-}" != quick ]; then
