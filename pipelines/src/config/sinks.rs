@@ -1,0 +1,226 @@
+//! Config types of the sinks, and the batching and retry options they share. The sinks live
+//! in the `trib-sinks` crate.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// How a sink groups events into writes.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Most events per write.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Most bytes per write (approximate: the encoded events).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest a partial batch waits for more events, in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout_ms: default_timeout(),
+        }
+    }
+}
+
+fn default_max_events() -> usize {
+    10_000
+}
+fn default_max_bytes() -> usize {
+    8 << 20
+}
+fn default_timeout() -> u64 {
+    200
+}
+
+/// How a sink retries a failed write: exponential backoff from `initial_backoff_ms` to
+/// `max_backoff_ms`. Events stay buffered (and upstream waits) until the write succeeds.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// Give up after this many attempts and send the batch to `dead_letter`; 0: never give up.
+    #[serde(default)]
+    pub max_attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            max_attempts: 0,
+        }
+    }
+}
+
+fn default_initial_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> u64 {
+    10_000
+}
+
+/// How events are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One JSON object per event (raw events as `{"message": ...}`).
+    Json,
+    /// The event body as is: the fields as JSON, or the raw bytes.
+    Text,
+}
+
+fn default_json() -> Encoding {
+    Encoding::Json
+}
+fn default_text() -> Encoding {
+    Encoding::Text
+}
+
+node_config! {
+    /// Prints events to standard output, one per line.
+    pub struct ConsoleSink {
+        #[serde(default = "default_text")]
+        pub encoding: Encoding,
+    }
+}
+
+node_config! {
+    /// Appends events as NDJSON to a file, fsyncs before acknowledging, and rotates by size or
+    /// age (the closed file is renamed `<path>.<unix-ms>`).
+    pub struct FileSink {
+        /// File path.
+        pub path: String,
+        #[serde(default = "default_json")]
+        pub encoding: Encoding,
+        /// Rotate when the file reaches this many bytes (0: never).
+        #[serde(default = "default_rotate_bytes")]
+        pub rotate_bytes: u64,
+        /// Rotate when the file is this old in milliseconds (0: never).
+        #[serde(default)]
+        pub rotate_ms: u64,
+        #[serde(default)]
+        pub batch: Batch,
+    }
+}
+
+fn default_rotate_bytes() -> u64 {
+    128 << 20
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+
+/// Producer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+node_config! {
+    /// Produces events to a topic of any Kafka-protocol cluster (acks=all, idempotent). An event
+    /// is acknowledged upstream when the broker has acknowledged it.
+    pub struct KafkaSink {
+        /// Bootstrap servers, comma-separated.
+        #[serde(default = "default_brokers")]
+        pub brokers: String,
+        /// Topic (an event's `set_record` topic takes precedence).
+        pub topic: String,
+        /// Field whose text is the record key (a `set_record` key takes precedence).
+        #[serde(default)]
+        pub key_field: Option<String>,
+        #[serde(default = "default_compression")]
+        pub compression: Compression,
+        /// librdkafka `linger.ms`.
+        #[serde(default = "default_linger")]
+        pub linger_ms: u64,
+        /// Extra librdkafka producer properties.
+        #[serde(default)]
+        pub options: IndexMap<String, String>,
+    }
+}
+
+fn default_compression() -> Compression {
+    Compression::Zstd
+}
+fn default_linger() -> u64 {
+    5
+}
+
+node_config! {
+    /// POSTs batches of events (NDJSON or a JSON array) to a URL, retrying on connection errors,
+    /// 429 and 5xx; other 4xx answers send the batch to `dead_letter`.
+    pub struct HttpSink {
+        /// URL (http://).
+        pub url: String,
+        /// Body layout.
+        #[serde(default = "default_http_body")]
+        pub body: HttpBody,
+        /// Sent as `Authorization: Bearer <token>`.
+        #[serde(default)]
+        pub auth_token: Option<String>,
+        /// Extra request headers.
+        #[serde(default)]
+        pub headers: IndexMap<String, String>,
+        #[serde(default)]
+        pub batch: Batch,
+        #[serde(default)]
+        pub retry: Retry,
+    }
+}
+
+/// HTTP sink body layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpBody {
+    Ndjson,
+    JsonArray,
+}
+
+fn default_http_body() -> HttpBody {
+    HttpBody::Ndjson
+}
+
+node_config! {
+    /// Writes events into a PostgreSQL table with `COPY ... FROM STDIN`, one transaction per
+    /// batch. A batch the server rejects for its data is split to find the bad rows, which go to
+    /// `dead_letter`; connection errors are retried.
+    pub struct PostgresSink {
+        /// Connection string (`host=127.0.0.1 port=5432 user=... dbname=...` or a URL).
+        pub url: String,
+        /// Table, optionally schema-qualified.
+        pub table: String,
+        /// Column → field path. Values are written as text; missing fields as NULL.
+        pub columns: IndexMap<String, String>,
+        #[serde(default)]
+        pub batch: Batch,
+        #[serde(default)]
+        pub retry: Retry,
+    }
+}
+
+family! {
+    /// Any sink.
+    pub enum SinkConfig {
+        "console" => Console(ConsoleSink),
+        "file" => File(FileSink),
+        "kafka" => Kafka(KafkaSink),
+        "http" => Http(HttpSink),
+        "postgres" => Postgres(PostgresSink),
+    }
+}

@@ -1,0 +1,157 @@
+//! Config types of the sources. The sources themselves live in the `trib-connectors` crate.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+fn default_rate() -> f64 {
+    10.0
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_http_address() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_http_path() -> String {
+    "/".into()
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_max_line() -> usize {
+    1 << 20
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+
+/// What the demo source generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DemoFormat {
+    /// Apache/nginx combined access-log lines.
+    ApacheCombined,
+    /// Apache common access-log lines.
+    ApacheCommon,
+    /// RFC 5424 syslog lines.
+    Syslog,
+    /// JSON objects of a web request (`host`, `method`, `path`, `status`, `bytes`, ...).
+    Json,
+    /// logfmt lines.
+    Logfmt,
+}
+
+source_config! {
+    /// Generates demo events: web-server logs and friends, at a fixed rate.
+    pub struct DemoSource {
+        /// Line format.
+        #[serde(default = "default_demo_format")]
+        pub format: DemoFormat,
+        /// Events per second; 0 for as fast as the pipeline takes them.
+        #[serde(default = "default_rate")]
+        pub rate: f64,
+        /// Stop after this many events (default: never).
+        #[serde(default)]
+        pub count: Option<u64>,
+        /// Events per batch handed to the pipeline.
+        #[serde(default = "default_batch")]
+        pub batch: usize,
+    }
+}
+
+fn default_demo_format() -> DemoFormat {
+    DemoFormat::ApacheCombined
+}
+
+source_config! {
+    /// Reads newline-delimited lines from standard input; each line is a raw event. Ends at EOF.
+    pub struct StdinSource {
+        /// Longest accepted line in bytes; longer lines go to the log as errors and are skipped.
+        #[serde(default = "default_max_line")]
+        pub max_line_bytes: usize,
+    }
+}
+
+/// How an HTTP request body is split into events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpDecoding {
+    /// A JSON object (one event) or an array of objects (one event each).
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// One raw event per line.
+    Text,
+}
+
+source_config! {
+    /// Accepts events by HTTP POST. Answers 200 only after every sink has durably taken the
+    /// request's events, 503 if they could not be delivered, 400 for a body that does not
+    /// decode, 401 for a missing or wrong token.
+    pub struct HttpSource {
+        /// Address to listen on.
+        #[serde(default = "default_http_address")]
+        pub address: String,
+        /// URL path that accepts events.
+        #[serde(default = "default_http_path")]
+        pub path: String,
+        /// Body decoding.
+        #[serde(default = "default_decoding")]
+        pub decoding: HttpDecoding,
+        /// If set, requests must carry `Authorization: Bearer <token>`.
+        #[serde(default)]
+        pub auth_token: Option<String>,
+        /// Largest accepted body in bytes (413 above).
+        #[serde(default = "default_max_body")]
+        pub max_body_bytes: usize,
+    }
+}
+
+fn default_decoding() -> HttpDecoding {
+    HttpDecoding::Ndjson
+}
+
+/// Where a Kafka source starts when its group has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+source_config! {
+    /// Consumes topics of any Kafka-protocol cluster in a consumer group (through librdkafka).
+    /// Offsets are committed only after every sink has durably taken the events before them.
+    pub struct KafkaSource {
+        /// Bootstrap servers, comma-separated.
+        #[serde(default = "default_brokers")]
+        pub brokers: String,
+        /// Topics to consume.
+        pub topics: Vec<String>,
+        /// Consumer group id.
+        pub group_id: String,
+        /// Where to start without a committed offset.
+        #[serde(default = "default_start")]
+        pub start_from: StartFrom,
+        /// Most events handed to the pipeline per batch.
+        #[serde(default = "default_batch")]
+        pub batch: usize,
+        /// Extra librdkafka consumer properties.
+        #[serde(default)]
+        pub options: IndexMap<String, String>,
+    }
+}
+
+fn default_start() -> StartFrom {
+    StartFrom::Earliest
+}
+
+family! {
+    /// Any source.
+    pub enum SourceConfig {
+        "demo" => Demo(DemoSource),
+        "stdin" => Stdin(StdinSource),
+        "http" => Http(HttpSource),
+        "kafka" => Kafka(KafkaSource),
+    }
+}

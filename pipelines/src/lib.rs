@@ -1,0 +1,12 @@
+//! Tributary pipelines: the event model, the YAML pipeline file with its validator, the graph
+//! runtime with end-to-end acknowledgements, and the transforms. Sources and sinks are built by
+//! the `trib-connectors` and `trib-sinks` crates through [`runtime::Components`].
+
+pub mod config;
+pub mod event;
+pub mod finalize;
+
+/// The output of a `route` transform that takes events no route matched.
+pub const UNMATCHED: &str = "_unmatched";
+/// The output every transform and sink sends rejected events to.
+pub const DEAD_LETTER: &str = "dead_letter";
