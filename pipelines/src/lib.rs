@@ -4,7 +4,9 @@
 
 pub mod config;
 pub mod event;
+pub mod expr;
 pub mod finalize;
+pub mod transforms;
 
 /// The output of a `route` transform that takes events no route matched.
 pub const UNMATCHED: &str = "_unmatched";
