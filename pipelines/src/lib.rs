@@ -7,6 +7,7 @@ pub mod event;
 pub mod expr;
 pub mod finalize;
 pub mod transforms;
+pub mod validate;
 
 /// The output of a `route` transform that takes events no route matched.
 pub const UNMATCHED: &str = "_unmatched";

@@ -199,7 +199,7 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
 }
 
 /// The known word nearest to `word` (at most 2 edits, or a prefix).
-pub(crate) fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     known
         .into_iter()
         .map(|k| (edit_distance(word, k), k))

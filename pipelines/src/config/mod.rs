@@ -11,7 +11,9 @@ pub mod sources;
 mod tests;
 pub mod transforms;
 
-pub use load::{interpolate, load, load_str, ConfigError, ConfigErrors, Loaded, Position};
+pub use load::{
+    closest as closest_name, interpolate, load, load_str, ConfigError, ConfigErrors, Loaded, Position,
+};
 pub use schema::schema;
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
