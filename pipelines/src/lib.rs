@@ -6,7 +6,10 @@ pub mod config;
 pub mod event;
 pub mod expr;
 pub mod finalize;
+pub mod metrics;
+pub mod runtime;
 pub mod transforms;
+pub mod unit_test;
 pub mod validate;
 
 /// The output of a `route` transform that takes events no route matched.

@@ -1,0 +1,96 @@
+//! Prometheus metrics of running pipelines, per component: events in and out, rejected events
+//! (sent to `dead_letter`), bytes, events waiting in the component's input buffer, and a lag
+//! gauge that sources such as Kafka fill in.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Labels {
+    pub pipeline: String,
+    pub component: String,
+    pub kind: String,
+}
+
+/// All pipelines' metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    events_in: Family<Labels, Counter>,
+    events_out: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    bytes_in: Family<Labels, Counter>,
+    bytes_out: Family<Labels, Counter>,
+    buffered: Family<Labels, Gauge>,
+    lag: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("trib_pipeline");
+        let m = Self {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            events_in: Family::default(),
+            events_out: Family::default(),
+            errors: Family::default(),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            buffered: Family::default(),
+            lag: Family::default(),
+        };
+        r.register("events_in", "Events a component received", m.events_in.clone());
+        r.register("events_out", "Events a component sent on or delivered", m.events_out.clone());
+        r.register("errors", "Events a component rejected (sent to dead_letter)", m.errors.clone());
+        r.register("bytes_in", "Bytes a source read", m.bytes_in.clone());
+        r.register("bytes_out", "Bytes a sink wrote", m.bytes_out.clone());
+        r.register("buffered_events", "Events waiting in a component's input buffer", m.buffered.clone());
+        r.register("lag", "Records a source is behind its input (Kafka: end offset minus position)", m.lag.clone());
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        m
+    }
+}
+
+impl Metrics {
+    /// The handles of one component.
+    pub fn component(&self, pipeline: &str, component: &str, kind: &str) -> ComponentMetrics {
+        let l = Labels {
+            pipeline: pipeline.into(),
+            component: component.into(),
+            kind: kind.into(),
+        };
+        ComponentMetrics {
+            events_in: self.events_in.get_or_create(&l).clone(),
+            events_out: self.events_out.get_or_create(&l).clone(),
+            errors: self.errors.get_or_create(&l).clone(),
+            bytes_in: self.bytes_in.get_or_create(&l).clone(),
+            bytes_out: self.bytes_out.get_or_create(&l).clone(),
+            buffered: self.buffered.get_or_create(&l).clone(),
+            lag: self.lag.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut s, &r);
+        s
+    }
+}
+
+/// One component's metric handles (cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct ComponentMetrics {
+    pub events_in: Counter,
+    pub events_out: Counter,
+    pub errors: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub buffered: Gauge,
+    pub lag: Gauge,
+}
