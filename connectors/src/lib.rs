@@ -1,0 +1,21 @@
+//! Sources. Each produces event batches into its [`SourceContext`] and, where its input can be
+//! acknowledged (Kafka offsets, HTTP responses), does so only after the pipeline has delivered
+//! the batch (see `trib_pipelines::finalize`). Host collectors come with the agent.
+
+mod demo;
+mod http;
+mod kafka;
+mod stdin;
+
+use trib_pipelines::config::SourceConfig;
+use trib_pipelines::runtime::Source;
+
+/// Builds the source a config describes (no I/O until it runs).
+pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match cfg {
+        SourceConfig::Demo(c) => Box::new(demo::Demo::new(c)?),
+        SourceConfig::Stdin(c) => Box::new(stdin::Stdin::new(c)),
+        SourceConfig::Http(c) => Box::new(http::Http::new(c)?),
+        SourceConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
+    })
+}

@@ -1,0 +1,137 @@
+//! The file sink: appends NDJSON, fsyncs each batch before acknowledging it, and rotates by
+//! size or age (the closed file is renamed `<path>.<unix-ms>`).
+
+use std::fs::{File as StdFile, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use trib_pipelines::config::sinks::{Encoding, FileSink, Retry};
+use trib_pipelines::event::{now_ms, Event};
+use trib_pipelines::runtime::{Sink, SinkContext};
+
+use crate::batching::{self, BatchWriter, WriteError};
+
+pub struct File {
+    cfg: FileSink,
+}
+
+impl File {
+    pub fn new(c: &FileSink) -> Self {
+        Self { cfg: c.clone() }
+    }
+}
+
+impl Sink for File {
+    fn run(self: Box<Self>, cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let writer = Writer {
+                path: PathBuf::from(&self.cfg.path),
+                encoding: self.cfg.encoding,
+                rotate_bytes: self.cfg.rotate_bytes,
+                rotate_age: (self.cfg.rotate_ms > 0).then(|| Duration::from_millis(self.cfg.rotate_ms)),
+                file: None,
+                metrics: cx.metrics.clone(),
+            };
+            batching::run(cx, &self.cfg.batch, &Retry::default(), writer).await
+        })
+    }
+}
+
+struct Open {
+    file: StdFile,
+    size: u64,
+    opened: Instant,
+}
+
+struct Writer {
+    path: PathBuf,
+    encoding: Encoding,
+    rotate_bytes: u64,
+    rotate_age: Option<Duration>,
+    file: Option<Open>,
+    metrics: trib_pipelines::metrics::ComponentMetrics,
+}
+
+fn append(
+    path: PathBuf,
+    open: Option<Open>,
+    buf: Vec<u8>,
+    rotate_bytes: u64,
+    rotate_age: Option<Duration>,
+) -> std::io::Result<Open> {
+    let mut open = match open {
+        Some(o) => o,
+        None => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let size = file.metadata()?.len();
+            Open {
+                file,
+                size,
+                opened: Instant::now(),
+            }
+        }
+    };
+    open.file.write_all(&buf)?;
+    open.file.sync_data()?;
+    open.size += buf.len() as u64;
+    let too_big = rotate_bytes > 0 && open.size >= rotate_bytes;
+    let too_old = rotate_age.is_some_and(|a| open.opened.elapsed() >= a);
+    if too_big || too_old {
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(format!(".{}", now_ms()));
+        std::fs::rename(&path, &rotated)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            StdFile::open(dir)?.sync_all()?;
+        }
+        open = Open {
+            file,
+            size: 0,
+            opened: Instant::now(),
+        };
+    }
+    Ok(open)
+}
+
+impl BatchWriter for Writer {
+    fn write<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, WriteError>> {
+        Box::pin(async move {
+            let mut buf = Vec::with_capacity(events.len() * 128);
+            for e in events {
+                match self.encoding {
+                    Encoding::Text => e.write_body(&mut buf),
+                    Encoding::Json => {
+                        serde_json::to_writer(&mut buf, &e.to_json())
+                            .map_err(|x| WriteError::Permanent(x.to_string()))?;
+                    }
+                }
+                buf.push(b'\n');
+            }
+            let n = buf.len() as u64;
+            let (path, open) = (self.path.clone(), self.file.take());
+            let (rb, ra) = (self.rotate_bytes, self.rotate_age);
+            let r = tokio::task::spawn_blocking(move || append(path, open, buf, rb, ra))
+                .await
+                .map_err(|e| WriteError::Transient(e.to_string()))?;
+            match r {
+                Ok(o) => {
+                    self.file = Some(o);
+                    self.metrics.bytes_out.inc_by(n);
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(WriteError::Transient(format!(
+                    "{}: {e}",
+                    self.path.display()
+                ))),
+            }
+        })
+    }
+}

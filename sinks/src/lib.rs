@@ -1,0 +1,22 @@
+//! Sinks. Each writes only its own service (a topic, a file, a table, a URL); batching,
+//! retries with backoff, dead letters and acknowledgements are shared in [`batching`].
+
+pub mod batching;
+mod console;
+mod file;
+mod kafka;
+
+use trib_pipelines::config::SinkConfig;
+use trib_pipelines::runtime::Sink;
+
+/// Builds the sink a config describes (no I/O until it runs).
+pub fn build(name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match cfg {
+        SinkConfig::Console(c) => Box::new(console::Console::new(c)),
+        SinkConfig::File(c) => Box::new(file::File::new(c)),
+        SinkConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
+        SinkConfig::Http(_) | SinkConfig::Postgres(_) => {
+            anyhow::bail!("the `{}` sink is not built yet", cfg.kind())
+        }
+    })
+}
