@@ -7,6 +7,7 @@ mod broker_cmd;
 mod client;
 mod consume;
 mod group;
+mod pipeline_cmd;
 mod produce;
 mod topic;
 
@@ -37,6 +38,11 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Run pipeline files (sources -> transforms -> sinks); reloads them when they change.
+    Run(pipeline_cmd::RunArgs),
+    /// Validate, test and inspect pipeline files.
+    #[command(subcommand)]
+    Pipeline(pipeline_cmd::PipelineCommand),
     /// Measure produce or consume throughput and latency against any Kafka-protocol broker.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -67,6 +73,8 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Group(c) => group::run(c).await,
             Command::Bench(c) => bench::run(c).await,
+            Command::Run(a) => pipeline_cmd::run(a).await,
+            Command::Pipeline(c) => pipeline_cmd::command(c).await,
         }
     });
     match result {

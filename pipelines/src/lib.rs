@@ -6,6 +6,8 @@ pub mod config;
 pub mod event;
 pub mod expr;
 pub mod finalize;
+pub mod http;
+pub mod supervisor;
 pub mod metrics;
 pub mod runtime;
 pub mod transforms;
