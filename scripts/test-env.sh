@@ -87,6 +87,12 @@ else
     sha256 "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json" >"$NODE_STAMP"
 fi
 
+# --- PostgreSQL (server binaries for the throwaway clusters of the pipeline tests) --------
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
+    apt_install postgresql
+fi
+
 # --- where things are -----------------------------------------------------------------------
 if [ -n "${TRIB_BIN:-}" ]; then
     bin="$TRIB_BIN"

@@ -4,7 +4,9 @@
 pub mod batching;
 mod console;
 mod file;
+mod http;
 mod kafka;
+mod postgres;
 
 use trib_pipelines::config::SinkConfig;
 use trib_pipelines::runtime::Sink;
@@ -15,8 +17,7 @@ pub fn build(name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
         SinkConfig::Console(c) => Box::new(console::Console::new(c)),
         SinkConfig::File(c) => Box::new(file::File::new(c)),
         SinkConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
-        SinkConfig::Http(_) | SinkConfig::Postgres(_) => {
-            anyhow::bail!("the `{}` sink is not built yet", cfg.kind())
-        }
+        SinkConfig::Http(c) => Box::new(http::Http::new(c)?),
+        SinkConfig::Postgres(c) => Box::new(postgres::Postgres::new(c)?),
     })
 }

@@ -150,3 +150,220 @@ impl Drop for TestBroker {
         self.kill9();
     }
 }
+
+/// A throwaway PostgreSQL cluster: `initdb` and `pg_ctl` in a temporary folder, listening on
+/// a free loopback port, removed on drop. Runs the server as the `postgres` user when the tests
+/// run as root (PostgreSQL refuses to run as root).
+pub struct TestPostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl TestPostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed (scripts/test-env.sh installs it)")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no PostgreSQL server binaries under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown")
+                .success();
+            assert!(ok, "chown of the cluster folder failed");
+        }
+        let pg = Self {
+            port: free_port(),
+            dir,
+            bin,
+            as_postgres,
+        };
+        let data = pg.dir.path().join("data");
+        pg.run("initdb", &["-D", &data.to_string_lossy(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("pg.log");
+        pg.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &opts, "-w", "start"],
+        );
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .current_dir(self.dir.path())
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A libpq connection string for the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+
+    /// Runs SQL with psql and returns its unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let exe = self.bin.join("pg_ctl");
+        let args = ["-D", &*data.to_string_lossy(), "-m", "immediate", "-w", "stop"];
+        let _ = if self.as_postgres {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+        } else {
+            Command::new(&exe).args(args).output()
+        };
+    }
+}
+
+/// A running `trib run` process.
+pub struct TestRun {
+    pub http: SocketAddr,
+    child: Option<Child>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRun {
+    /// Starts `trib run FILES` with extra environment variables; stdin is a pipe.
+    pub fn start(files: &[&Path], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = dir.path().join("run.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(trib_bin())
+            .arg("run")
+            .args(files)
+            .arg("--http")
+            .arg(http.to_string())
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start trib run");
+        Self {
+            http,
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for the log to contain `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "`{text}` not in the log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) for the process to end; returns whether it succeeded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else { return false };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return s.success();
+            }
+            assert!(Instant::now() < deadline, "trib run did not end; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it succeeded.
+    pub fn stop(&mut self) -> bool {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(40))
+    }
+
+    /// The process's stdin.
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    /// GET a path of its HTTP endpoint (plain HTTP/1.0).
+    pub fn get(&self, path: &str) -> String {
+        http_get(self.http, path)
+    }
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.0 GET; returns the body, or an empty string if nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
