@@ -10,6 +10,7 @@ mod group;
 mod pipeline_cmd;
 mod produce;
 mod topic;
+mod up_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Start an embedded broker and pipelines (default: the quickstart) on this machine.
+    Up(up_cmd::UpArgs),
     /// Run pipeline files (sources -> transforms -> sinks); reloads them when they change.
     Run(pipeline_cmd::RunArgs),
     /// Validate, test and inspect pipeline files.
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Group(c) => group::run(c).await,
             Command::Bench(c) => bench::run(c).await,
+            Command::Up(a) => up_cmd::run(a).await,
             Command::Run(a) => pipeline_cmd::run(a).await,
             Command::Pipeline(c) => pipeline_cmd::command(c).await,
         }
