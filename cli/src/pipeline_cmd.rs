@@ -65,9 +65,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         let m = metrics.clone();
         let addr = a.http;
         // Bind now so a taken port is an error at start, not a log line later.
-        let probe = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e} (use --http or --no-http)"))?;
+        let probe = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} for metrics: {e} (use --http or --no-http)")
+        })?;
         drop(probe);
         tokio::spawn(async move {
             if let Err(e) = trib_pipelines::http::serve(addr, m).await {
@@ -96,7 +96,10 @@ pub async fn command(c: PipelineCommand) -> anyhow::Result<()> {
         PipelineCommand::Validate { files } => validate(files),
         PipelineCommand::Test { files } => test(files),
         PipelineCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&trib_pipelines::config::schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&trib_pipelines::config::schema())?
+            );
             Ok(())
         }
         PipelineCommand::Top {
@@ -166,9 +169,15 @@ fn test(files: Vec<PathBuf>) -> anyhow::Result<()> {
 fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
-        let Some((name, labels)) = name_labels.split_once('{') else { continue };
-        let Some(metric) = name.strip_prefix("trib_pipeline_") else { continue };
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = name_labels.split_once('{') else {
+            continue;
+        };
+        let Some(metric) = name.strip_prefix("trib_pipeline_") else {
+            continue;
+        };
         let metric = metric.trim_end_matches("_total").to_string();
         let label = |k: &str| {
             labels
@@ -177,7 +186,12 @@ fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
                 .map(|v| v.trim_end_matches(['"', '}']).to_string())
                 .unwrap_or_default()
         };
-        let component = format!("{}/{} ({})", label("pipeline"), label("component"), label("kind"));
+        let component = format!(
+            "{}/{} ({})",
+            label("pipeline"),
+            label("component"),
+            label("kind")
+        );
         if let Ok(v) = value.parse::<f64>() {
             out.insert((component, metric), v);
         }
@@ -200,7 +214,9 @@ async fn fetch(url: &str) -> anyhow::Result<String> {
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
         .await
         .map_err(|_| anyhow::anyhow!("{url}: read timed out"))??;
-    Ok(body.split_once("\r\n\r\n").map_or(body.clone(), |(_, b)| b.to_string()))
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map_or(body.clone(), |(_, b)| b.to_string()))
 }
 
 async fn top(url: &str, every: Duration, count: Option<u64>) -> anyhow::Result<()> {

@@ -84,7 +84,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     });
 
     println!("Tributary is up.");
-    println!("  broker     : {brokers}  (any Kafka client; data in {})", config.data_dir.display());
+    println!(
+        "  broker     : {brokers}  (any Kafka client; data in {})",
+        config.data_dir.display()
+    );
     for f in &files {
         println!("  pipeline   : {}", f.display());
     }
@@ -102,9 +105,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         signal.await;
         let _ = stop_tx.send(true);
     });
-    let result =
-        trib_pipelines::supervisor::run_files(files, std::sync::Arc::new(crate::pipeline_cmd::Registry), metrics, stop_rx)
-            .await;
+    let result = trib_pipelines::supervisor::run_files(
+        files,
+        std::sync::Arc::new(crate::pipeline_cmd::Registry),
+        metrics,
+        stop_rx,
+    )
+    .await;
     let _ = broker_stop.send(());
     server.await.context("broker task")??;
     println!("stopped");

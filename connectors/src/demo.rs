@@ -26,15 +26,35 @@ impl Demo {
     }
 }
 
-const PATHS: &[&str] = &["/", "/index.html", "/api/orders", "/api/users/42", "/login", "/static/app.js", "/search?q=kafka"];
+const PATHS: &[&str] = &[
+    "/",
+    "/index.html",
+    "/api/orders",
+    "/api/users/42",
+    "/login",
+    "/static/app.js",
+    "/search?q=kafka",
+];
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
-const STATUSES: &[u16] = &[200, 200, 200, 200, 200, 201, 204, 301, 304, 400, 404, 404, 500, 503];
-const AGENTS: &[&str] = &["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "kafka-consumer/1.0", "Googlebot/2.1"];
+const STATUSES: &[u16] = &[
+    200, 200, 200, 200, 200, 201, 204, 301, 304, 400, 404, 404, 500, 503,
+];
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64)",
+    "curl/8.5.0",
+    "kafka-consumer/1.0",
+    "Googlebot/2.1",
+];
 const USERS: &[&str] = &["-", "alice", "bob", "carol"];
 
 /// One generated line.
 pub fn line(rng: &mut SmallRng, format: DemoFormat, n: u64) -> String {
-    let ip = format!("10.{}.{}.{}", rng.random_range(0..4), rng.random_range(0..255), rng.random_range(1..255));
+    let ip = format!(
+        "10.{}.{}.{}",
+        rng.random_range(0..4),
+        rng.random_range(0..255),
+        rng.random_range(1..255)
+    );
     let method = METHODS[rng.random_range(0..METHODS.len())];
     let path = PATHS[rng.random_range(0..PATHS.len())];
     let status = STATUSES[rng.random_range(0..STATUSES.len())];
@@ -76,8 +96,13 @@ fn chrono_now() -> String {
         .unwrap_or_default()
         .as_secs() as i64;
     let (y, mo, d, h, mi, s) = civil(t);
-    const M: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000", M[(mo - 1) as usize])
+    const M: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000",
+        M[(mo - 1) as usize]
+    )
 }
 
 fn rfc3339_now() -> String {

@@ -22,7 +22,11 @@ pub struct Http {
 
 impl Http {
     pub fn new(c: &HttpSource) -> anyhow::Result<Self> {
-        anyhow::ensure!(c.path.starts_with('/'), "path: must start with `/`, not `{}`", c.path);
+        anyhow::ensure!(
+            c.path.starts_with('/'),
+            "path: must start with `/`, not `{}`",
+            c.path
+        );
         c.address
             .parse::<std::net::SocketAddr>()
             .map_err(|e| anyhow::anyhow!("address: `{}` is not host:port: {e}", c.address))?;
@@ -71,14 +75,21 @@ pub fn decode(body: &[u8], how: HttpDecoding) -> Result<Vec<Event>, String> {
     }
 }
 
-async fn accept(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> (StatusCode, String) {
+async fn accept(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> (StatusCode, String) {
     if let Some(token) = &s.cfg.auth_token {
         let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token.as_str()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into());
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token\n".into(),
+            );
         }
     }
     let bytes = match to_bytes(body, s.cfg.max_body_bytes).await {
@@ -86,7 +97,10 @@ async fn accept(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
         Err(_) => {
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {} bytes (max_body_bytes)\n", s.cfg.max_body_bytes),
+                format!(
+                    "body larger than {} bytes (max_body_bytes)\n",
+                    s.cfg.max_body_bytes
+                ),
             )
         }
     };
@@ -110,12 +124,21 @@ async fn accept(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
     drop(notifier);
     s.metrics.events_in.inc_by(n as u64);
     if !s.out.send(batch).await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline is stopping\n".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is stopping\n".into(),
+        );
     }
     match tokio::time::timeout(Duration::from_secs(60), rx).await {
         Ok(Ok(Status::Delivered)) => (StatusCode::OK, format!("{n} events\n")),
-        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "the events were not delivered; send them again\n".into()),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "delivery did not finish within 60 s; send the events again\n".into()),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the events were not delivered; send them again\n".into(),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "delivery did not finish within 60 s; send the events again\n".into(),
+        ),
     }
 }
 

@@ -73,7 +73,9 @@ impl Unacked {
                 },
                 Some(_) => Status::Delivered,
             };
-            let Some((batch, rx)) = self.queue.pop_front() else { break };
+            let Some((batch, rx)) = self.queue.pop_front() else {
+                break;
+            };
             let status = if wait {
                 rx.blocking_recv().unwrap_or(Status::Abandoned)
             } else {
@@ -91,7 +93,11 @@ impl Unacked {
         self.commit(consumer, &offsets)
     }
 
-    fn commit(&self, consumer: &BaseConsumer, offsets: &HashMap<(String, i32), i64>) -> anyhow::Result<()> {
+    fn commit(
+        &self,
+        consumer: &BaseConsumer,
+        offsets: &HashMap<(String, i32), i64>,
+    ) -> anyhow::Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -138,7 +144,9 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
         let mut timeout = Duration::from_millis(100);
         let (notifier, rx) = BatchNotifier::new();
         while batch.len() < s.cfg.batch {
-            let Some(m) = s.consumer.poll(timeout) else { break };
+            let Some(m) = s.consumer.poll(timeout) else {
+                break;
+            };
             timeout = Duration::ZERO;
             let m = match m {
                 Ok(m) => m,
@@ -155,7 +163,12 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|x| (x.key.to_string(), Bytes::copy_from_slice(x.value.unwrap_or_default())))
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                Bytes::copy_from_slice(x.value.unwrap_or_default()),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -164,7 +177,9 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
                 &topic,
                 m.partition(),
                 m.offset(),
-                m.timestamp().to_millis().unwrap_or_else(trib_pipelines::event::now_ms),
+                m.timestamp()
+                    .to_millis()
+                    .unwrap_or_else(trib_pipelines::event::now_ms),
                 m.key(),
                 m.payload(),
                 headers,

@@ -37,7 +37,12 @@ impl Source for Stdin {
                         _ = cx.stopped() => break,
                     }
                 } else {
-                    match tokio::time::timeout(Duration::from_millis(50), input.read_until(b'\n', &mut line)).await {
+                    match tokio::time::timeout(
+                        Duration::from_millis(50),
+                        input.read_until(b'\n', &mut line),
+                    )
+                    .await
+                    {
                         Ok(r) => r?,
                         Err(_) => {
                             if !cx.out.send(std::mem::take(&mut batch)).await {
@@ -60,7 +65,12 @@ impl Source for Stdin {
                 cx.metrics.bytes_in.inc_by(read as u64);
                 if line.len() > self.max_line {
                     line.clear();
-                    tracing::error!(line = line_no, bytes = line.len(), max = self.max_line, "stdin: line too long; skipped");
+                    tracing::error!(
+                        line = line_no,
+                        bytes = line.len(),
+                        max = self.max_line,
+                        "stdin: line too long; skipped"
+                    );
                     continue;
                 }
                 let mut e = Event::raw(std::mem::take(&mut line));

@@ -185,10 +185,19 @@ mod tests {
     fn conditions_and_values() {
         let e = ev(json!({"status": 503, "path": "/api/x", "user": {"id": 7}}));
         assert!(Expr::compile("status >= 500").unwrap().test(&e).unwrap());
-        assert!(Expr::compile("path.startsWith('/api')").unwrap().test(&e).unwrap());
+        assert!(Expr::compile("path.startsWith('/api')")
+            .unwrap()
+            .test(&e)
+            .unwrap());
         assert!(!Expr::compile("missing == 1").unwrap().test(&e).unwrap());
-        assert_eq!(Expr::compile("user.id * 2").unwrap().eval(&e).unwrap(), json!(14));
-        assert_eq!(Expr::compile("'p-' + path").unwrap().eval(&e).unwrap(), json!("p-/api/x"));
+        assert_eq!(
+            Expr::compile("user.id * 2").unwrap().eval(&e).unwrap(),
+            json!(14)
+        );
+        assert_eq!(
+            Expr::compile("'p-' + path").unwrap().eval(&e).unwrap(),
+            json!("p-/api/x")
+        );
     }
 
     #[test]

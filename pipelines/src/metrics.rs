@@ -43,13 +43,33 @@ impl Default for Metrics {
             buffered: Family::default(),
             lag: Family::default(),
         };
-        r.register("events_in", "Events a component received", m.events_in.clone());
-        r.register("events_out", "Events a component sent on or delivered", m.events_out.clone());
-        r.register("errors", "Events a component rejected (sent to dead_letter)", m.errors.clone());
+        r.register(
+            "events_in",
+            "Events a component received",
+            m.events_in.clone(),
+        );
+        r.register(
+            "events_out",
+            "Events a component sent on or delivered",
+            m.events_out.clone(),
+        );
+        r.register(
+            "errors",
+            "Events a component rejected (sent to dead_letter)",
+            m.errors.clone(),
+        );
         r.register("bytes_in", "Bytes a source read", m.bytes_in.clone());
         r.register("bytes_out", "Bytes a sink wrote", m.bytes_out.clone());
-        r.register("buffered_events", "Events waiting in a component's input buffer", m.buffered.clone());
-        r.register("lag", "Records a source is behind its input (Kafka: end offset minus position)", m.lag.clone());
+        r.register(
+            "buffered_events",
+            "Events waiting in a component's input buffer",
+            m.buffered.clone(),
+        );
+        r.register(
+            "lag",
+            "Records a source is behind its input (Kafka: end offset minus position)",
+            m.lag.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
         m
     }

@@ -226,7 +226,10 @@ pub async fn start(
     let fanout = |name: &str, port: usize, m: &ComponentMetrics| Fanout {
         component: name.into(),
         dead_letter: port == DEAD_LETTER_PORT,
-        targets: targets.get(&(name.to_string(), port)).cloned().unwrap_or_default(),
+        targets: targets
+            .get(&(name.to_string(), port))
+            .cloned()
+            .unwrap_or_default(),
         metrics: m.clone(),
     };
     let mut tasks = JoinSet::new();

@@ -65,11 +65,20 @@ pub async fn run_files(
         let name = pipeline_name(&path);
         let running = start(&name, &l, components.as_ref(), &metrics).await?;
         tracing::info!(pipeline = %name, file = %path.display(), sources = l.pipeline.sources.len(), transforms = l.pipeline.transforms.len(), sinks = l.pipeline.sinks.len(), "pipeline started");
-        set.spawn(supervise(path, l, running, components.clone(), metrics.clone(), stop.clone()));
+        set.spawn(supervise(
+            path,
+            l,
+            running,
+            components.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
     }
     let mut first_err = None;
     while let Some(r) = set.join_next().await {
-        let r = r.map_err(|e| anyhow::anyhow!("pipeline task failed: {e}")).and_then(|r| r);
+        let r = r
+            .map_err(|e| anyhow::anyhow!("pipeline task failed: {e}"))
+            .and_then(|r| r);
         if let Err(e) = r {
             tracing::error!("{e:#}");
             first_err.get_or_insert(e);

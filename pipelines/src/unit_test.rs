@@ -90,7 +90,12 @@ fn run_one(l: &Loaded, t: &TestCase) -> Result<(), Vec<String>> {
         let mut e = match (&input.raw, &input.fields) {
             (Some(raw), None) => Event::raw(raw.clone().into_bytes()),
             (None, Some(f)) => Event::from_fields(f.clone()),
-            _ => return Err(vec![format!("input into `{}`: give exactly one of `raw` or `fields`", input.into)]),
+            _ => {
+                return Err(vec![format!(
+                    "input into `{}`: give exactly one of `raw` or `fields`",
+                    input.into
+                )])
+            }
         };
         e.meta.source = "test".into();
         g.feed(&input.into, e, 0);
@@ -121,7 +126,11 @@ fn run_one(l: &Loaded, t: &TestCase) -> Result<(), Vec<String>> {
         }
         if let Some(n) = o.count {
             if got.len() != n {
-                failures.push(format!("`{}`: expected {n} events, got {}", o.from, got.len()));
+                failures.push(format!(
+                    "`{}`: expected {n} events, got {}",
+                    o.from,
+                    got.len()
+                ));
             }
         }
         for c in &o.conditions {
@@ -195,6 +204,9 @@ tests:
         let bad = src.replace("count: 1", "count: 2");
         let l = load_str("t.yaml", &bad, &|_| None).unwrap();
         let r = run_tests(&l);
-        assert_eq!(r[0].failures, vec!["`errors`: expected 2 events, got 1".to_string()]);
+        assert_eq!(
+            r[0].failures,
+            vec!["`errors`: expected 2 events, got 1".to_string()]
+        );
     }
 }

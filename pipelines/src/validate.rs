@@ -25,11 +25,15 @@ pub fn resolve_input(p: &PipelineFile, input: &str) -> Result<PortRef, String> {
         match port {
             None => Ok(DEFAULT_PORT),
             Some(o) if o == DEAD_LETTER => Ok(DEAD_LETTER_PORT),
-            Some(o) => named.iter().position(|n| n == o).map(|i| 2 + i).ok_or_else(|| {
-                let mut all: Vec<&str> = named.iter().map(String::as_str).collect();
-                all.push(DEAD_LETTER);
-                format!("`{name}` has no output `{o}` (it has: {})", all.join(", "))
-            }),
+            Some(o) => named
+                .iter()
+                .position(|n| n == o)
+                .map(|i| 2 + i)
+                .ok_or_else(|| {
+                    let mut all: Vec<&str> = named.iter().map(String::as_str).collect();
+                    all.push(DEAD_LETTER);
+                    format!("`{name}` has no output `{o}` (it has: {})", all.join(", "))
+                }),
         }
     };
     let port = if p.sources.contains_key(name) {
@@ -245,7 +249,10 @@ mod tests {
             "{HEAD}transforms:\n  r:\n    type: route\n    inputs: [gen]\n    routes:\n      errors: 'status >= 500'\nsinks:\n  a:\n    type: console\n    inputs: [r.eror]\n"
         ))
         .unwrap_err();
-        assert!(e.contains("`r` has no output `eror` (it has: errors, _unmatched, dead_letter)"), "{e}");
+        assert!(
+            e.contains("`r` has no output `eror` (it has: errors, _unmatched, dead_letter)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -254,7 +261,10 @@ mod tests {
             "{HEAD}transforms:\n  f:\n    type: filter\n    inputs: [gen]\n    condition: 'status >='\nsinks:\n  o:\n    type: console\n    inputs: [f]\n"
         ))
         .unwrap_err();
-        assert!(e.starts_with("p.yaml:6:5: transform `f`: condition:"), "{e}");
+        assert!(
+            e.starts_with("p.yaml:6:5: transform `f`: condition:"),
+            "{e}"
+        );
     }
 
     #[test]

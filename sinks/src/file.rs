@@ -30,7 +30,8 @@ impl Sink for File {
                 path: PathBuf::from(&self.cfg.path),
                 encoding: self.cfg.encoding,
                 rotate_bytes: self.cfg.rotate_bytes,
-                rotate_age: (self.cfg.rotate_ms > 0).then(|| Duration::from_millis(self.cfg.rotate_ms)),
+                rotate_age: (self.cfg.rotate_ms > 0)
+                    .then(|| Duration::from_millis(self.cfg.rotate_ms)),
                 file: None,
                 metrics: cx.metrics.clone(),
             };

@@ -17,8 +17,13 @@ pub struct Http {
 
 impl Http {
     pub fn new(c: &HttpSink) -> anyhow::Result<Self> {
-        let url = reqwest::Url::parse(&c.url).map_err(|e| anyhow::anyhow!("url: `{}`: {e}", c.url))?;
-        anyhow::ensure!(url.scheme() == "http", "url: only http:// is supported, not `{}`", url.scheme());
+        let url =
+            reqwest::Url::parse(&c.url).map_err(|e| anyhow::anyhow!("url: `{}`: {e}", c.url))?;
+        anyhow::ensure!(
+            url.scheme() == "http",
+            "url: only http:// is supported, not `{}`",
+            url.scheme()
+        );
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -20,7 +20,10 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn new(c: &PostgresSink) -> anyhow::Result<Self> {
-        anyhow::ensure!(!c.columns.is_empty(), "columns: map at least one column to a field");
+        anyhow::ensure!(
+            !c.columns.is_empty(),
+            "columns: map at least one column to a field"
+        );
         anyhow::ensure!(!c.table.is_empty(), "table: must not be empty");
         c.url
             .parse::<tokio_postgres::Config>()
@@ -139,13 +142,19 @@ impl Writer {
         let rows = Bytes::from(self.rows(events));
         let n = rows.len() as u64;
         let statement = self.statement.clone();
-        let client = self.client().await.map_err(|e| CopyError::Other(e.to_string()))?;
+        let client = self
+            .client()
+            .await
+            .map_err(|e| CopyError::Other(e.to_string()))?;
         let classify = |e: tokio_postgres::Error| -> CopyError {
             match e.code().map(|c| c.code().to_string()) {
-                Some(c) if c.starts_with("22") || c.starts_with("23") => {
-                    CopyError::Data(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))
+                Some(c) if c.starts_with("22") || c.starts_with("23") => CopyError::Data(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                ),
+                Some(c) if c.starts_with("42") => {
+                    CopyError::Data(format!("{e} (check `table` and `columns`)"))
                 }
-                Some(c) if c.starts_with("42") => CopyError::Data(format!("{e} (check `table` and `columns`)")),
                 _ => CopyError::Other(e.to_string()),
             }
         };
@@ -207,7 +216,10 @@ mod tests {
         copy_value(&mut b, None);
         b.push(b'|');
         copy_value(&mut b, Some(&serde_json::json!({"x": 1})));
-        assert_eq!(String::from_utf8(b).unwrap(), "a\\tb\\\\c\\nd|\\N|{\"x\":1}");
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "a\\tb\\\\c\\nd|\\N|{\"x\":1}"
+        );
         assert_eq!(quote_ident("public.t\"x"), "\"public\".\"t\"\"x\"");
     }
 }

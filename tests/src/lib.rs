@@ -192,7 +192,18 @@ impl TestPostgres {
             as_postgres,
         };
         let data = pg.dir.path().join("data");
-        pg.run("initdb", &["-D", &data.to_string_lossy(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             pg.port,
@@ -201,7 +212,16 @@ impl TestPostgres {
         let log = pg.dir.path().join("pg.log");
         pg.run(
             "pg_ctl",
-            &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &opts, "-w", "start"],
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
         );
         pg
     }
@@ -229,16 +249,37 @@ impl TestPostgres {
 
     /// A libpq connection string for the `postgres` database.
     pub fn url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
     }
 
     /// Runs SQL with psql and returns its unaligned, tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
-        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -247,9 +288,20 @@ impl Drop for TestPostgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let exe = self.bin.join("pg_ctl");
-        let args = ["-D", &*data.to_string_lossy(), "-m", "immediate", "-w", "stop"];
+        let args = [
+            "-D",
+            &*data.to_string_lossy(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ];
         let _ = if self.as_postgres {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         };
@@ -299,21 +351,31 @@ impl TestRun {
     pub fn wait_log(&self, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.log_text().contains(text) {
-            assert!(Instant::now() < deadline, "`{text}` not in the log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` not in the log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Waits (bounded) for the process to end; returns whether it succeeded.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let Some(c) = self.child.as_mut() else { return false };
+        let Some(c) = self.child.as_mut() else {
+            return false;
+        };
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(s)) = c.try_wait() {
                 self.child = None;
                 return s.success();
             }
-            assert!(Instant::now() < deadline, "trib run did not end; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "trib run did not end; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -328,7 +390,10 @@ impl TestRun {
     /// Sends a signal (`TERM`, `HUP`, ...).
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
         }
     }
 
@@ -365,5 +430,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }

@@ -187,9 +187,9 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
     if let Some(rest) = message.strip_prefix(&prefix) {
         message = rest.to_string();
     }
-    let hint = message
-        .contains("unknown field")
-        .then(|| "see `trib pipeline schema` or docs/pipelines.md for the keys of each type".into());
+    let hint = message.contains("unknown field").then(|| {
+        "see `trib pipeline schema` or docs/pipelines.md for the keys of each type".into()
+    });
     ConfigError {
         file: file.into(),
         at,
@@ -260,8 +260,8 @@ pub fn interpolate(
                     Some((n, d)) => (n, Some(d)),
                     None => (expr, None),
                 };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 match (valid, env(name), default) {
                     (true, Some(v), _) => out.push_str(&v),
                     (true, None, Some(d)) => out.push_str(d),
@@ -346,7 +346,11 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 "sources" => doc.sources = map.next_value_seed(Section::new(self.kinds))?,
                 "transforms" => doc.transforms = map.next_value_seed(Section::new(self.kinds))?,
                 "sinks" => doc.sinks = map.next_value_seed(Section::new(self.kinds))?,
-                "tests" => doc.tests = map.next_value::<Option<Vec<TestCase>>>()?.unwrap_or_default(),
+                "tests" => {
+                    doc.tests = map
+                        .next_value::<Option<Vec<TestCase>>>()?
+                        .unwrap_or_default()
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -430,7 +434,10 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        assert_eq!(interpolate("f", "a: ${HOME_T}/x $$1 ${NOPE:-d}", &env).unwrap(), "a: /h/x $1 d");
+        assert_eq!(
+            interpolate("f", "a: ${HOME_T}/x $$1 ${NOPE:-d}", &env).unwrap(),
+            "a: /h/x $1 d"
+        );
         let e = interpolate("f", "a: 1\nb: ${NOPE}\n", &env).unwrap_err();
         assert_eq!(e.0[0].to_string(), "f:2:4: environment variable `NOPE` is not set\n  help: set NOPE, or give a default: `${NOPE:-value}`");
     }
@@ -447,7 +454,11 @@ mod tests {
     fn unknown_type_suggests() {
         let y = "sources:\n  gen:\n    type: dmo\n";
         let e = load_str("p.yaml", y, &env).unwrap_err();
-        assert!(e.to_string().contains("p.yaml:3:11: unknown source type `dmo` in `gen`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("p.yaml:3:11: unknown source type `dmo` in `gen`"),
+            "{e}"
+        );
         assert!(e.to_string().contains("did you mean `demo`"), "{e}");
     }
 

@@ -12,7 +12,8 @@ mod tests;
 pub mod transforms;
 
 pub use load::{
-    closest as closest_name, interpolate, load, load_str, ConfigError, ConfigErrors, Loaded, Position,
+    closest as closest_name, interpolate, load, load_str, ConfigError, ConfigErrors, Loaded,
+    Position,
 };
 pub use schema::schema;
 pub use sinks::SinkConfig;
@@ -26,8 +27,10 @@ use indexmap::IndexMap;
 pub trait Family: Sized {
     const KINDS: &'static [&'static str];
     /// Deserializes the config of the given kind straight from the YAML node.
-    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: &str, d: D)
-        -> Result<Self, D::Error>;
+    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
+        kind: &str,
+        d: D,
+    ) -> Result<Self, D::Error>;
 }
 
 /// Gives the `inputs` of a component config (none for sources).

@@ -35,7 +35,9 @@ pub fn parse_access_log(line: &str, format: AccessLogFormat) -> Result<Fields, S
         .captures(line)
         .ok_or("not an access-log line (common or combined format)")?;
     if format == AccessLogFormat::Combined && c.get(10).is_none() {
-        return Err("no referrer and user agent: a common-format line (set `format: common`)".into());
+        return Err(
+            "no referrer and user agent: a common-format line (set `format: common`)".into(),
+        );
     }
     let text = |i: usize| -> Value {
         match c.get(i).map(|m| m.as_str()) {

@@ -49,7 +49,9 @@ pub fn cast(v: &Value, to: CastType) -> Result<Value, String> {
             Some(i) => Value::from(i),
             None => Value::from(n.as_f64().ok_or_else(fail)? as i64),
         },
-        (CastType::Int, Value::String(s)) => Value::from(s.trim().parse::<i64>().map_err(|_| fail())?),
+        (CastType::Int, Value::String(s)) => {
+            Value::from(s.trim().parse::<i64>().map_err(|_| fail())?)
+        }
         (CastType::Int, Value::Bool(b)) => Value::from(i64::from(*b)),
         (CastType::Float, Value::Number(n)) => Value::from(n.as_f64().ok_or_else(fail)?),
         (CastType::Float, Value::String(s)) => {
@@ -138,7 +140,10 @@ impl Transform for SetRecord {
         }
         if let Some(p) = &self.partition {
             match p.eval(&e) {
-                Ok(Value::Number(n)) if n.as_i64().is_some_and(|p| (0..=i32::MAX as i64).contains(&p)) => {
+                Ok(Value::Number(n))
+                    if n.as_i64()
+                        .is_some_and(|p| (0..=i32::MAX as i64).contains(&p)) =>
+                {
                     e.meta.target_partition = n.as_i64().map(|p| p as i32);
                 }
                 Ok(v) => return out.reject(e, format!("partition: {v} is not a partition number")),

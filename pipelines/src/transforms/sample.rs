@@ -34,7 +34,12 @@ impl Transform for Sample {
         let keep = match &self.key_field {
             Some(f) => {
                 let mut h = self.hasher.build_hasher();
-                h.write(get_path(&e.fields, f).map(|v| v.to_string()).unwrap_or_default().as_bytes());
+                h.write(
+                    get_path(&e.fields, f)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
                 h.finish() % self.rate == 0
             }
             None => {

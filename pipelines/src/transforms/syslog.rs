@@ -10,10 +10,8 @@ use crate::config::transforms as cfg;
 use crate::event::{Event, Fields};
 
 static RFC5424: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(
-        r"^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[.*?\])+)(?: (.*))?$",
-    )
-    .expect("static pattern")
+    regex::Regex::new(r"^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[.*?\])+)(?: (.*))?$")
+        .expect("static pattern")
 });
 static RFC3164: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(
@@ -81,7 +79,8 @@ pub fn parse_syslog(line: &str) -> Result<Fields, String> {
         f.insert("appname".into(), Value::String(c[4].to_string()));
         f.insert(
             "procid".into(),
-            c.get(5).map_or(Value::Null, |m| Value::String(m.as_str().into())),
+            c.get(5)
+                .map_or(Value::Null, |m| Value::String(m.as_str().into())),
         );
         f.insert("message".into(), Value::String(c[6].to_string()));
         return Ok(f);
@@ -108,7 +107,8 @@ mod tests {
 
     #[test]
     fn rfc5424_and_3164() {
-        let f = parse_syslog("<165>1 2003-10-11T22:14:15.003Z host1 app 42 ID47 - hello there").unwrap();
+        let f = parse_syslog("<165>1 2003-10-11T22:14:15.003Z host1 app 42 ID47 - hello there")
+            .unwrap();
         assert_eq!(f["severity"], json!("notice"));
         assert_eq!(f["facility"], json!(20));
         assert_eq!(f["appname"], json!("app"));

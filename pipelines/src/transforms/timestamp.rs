@@ -78,7 +78,11 @@ mod tests {
         assert_eq!(t.timestamp(), 971211336);
         assert_eq!(parse_time(&json!(971211336), None).unwrap(), t);
         assert_eq!(parse_time(&json!(971211336000i64), None).unwrap(), t);
-        let t2 = parse_time(&json!("10/Oct/2000:13:55:36 -0700"), Some("%d/%b/%Y:%H:%M:%S %z")).unwrap();
+        let t2 = parse_time(
+            &json!("10/Oct/2000:13:55:36 -0700"),
+            Some("%d/%b/%Y:%H:%M:%S %z"),
+        )
+        .unwrap();
         assert_eq!(t2, t);
         assert!(parse_time(&json!("yesterday"), None).is_err());
     }
