@@ -14,6 +14,11 @@ mod up_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: pipelines allocate per event (parsed fields), and
+/// glibc's malloc/free took a quarter of a pipeline's CPU in `perf` (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trib",

@@ -34,6 +34,13 @@ impl Kafka {
             .set("client.id", format!("trib-source-{name}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // librdkafka prefetches up to 64 MiB per partition by default; the pipeline's own
+            // buffers already keep it busy.
+            .set("queued.max.messages.kbytes", "16384")
+            // When that local queue is full librdkafka waits this long before fetching again
+            // (default 1 s), which capped a pipeline at ~150,000 events/s; 10 ms keeps the
+            // queue topped up (1,000,000 events/s, BENCHMARKS.md).
+            .set("fetch.queue.backoff.ms", "10")
             .set(
                 "auto.offset.reset",
                 match c.start_from {
@@ -56,13 +63,13 @@ impl Kafka {
 
 /// Batches handed to the pipeline and not yet delivered, in poll order.
 struct Unacked {
-    queue: VecDeque<(HashMap<(String, i32), i64>, oneshot::Receiver<Status>)>,
+    queue: VecDeque<(HashMap<(Arc<str>, i32), i64>, oneshot::Receiver<Status>)>,
 }
 
 impl Unacked {
     /// Commits the delivered prefix. Errors if a batch was abandoned.
     fn commit_ready(&mut self, consumer: &BaseConsumer, wait: bool) -> anyhow::Result<()> {
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut offsets: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         loop {
             let status = match self.queue.front_mut() {
                 None => break,
@@ -82,7 +89,7 @@ impl Unacked {
                 status
             };
             if status != Status::Delivered {
-                self.commit(consumer, &offsets)?;
+                self.commit(consumer, &offsets, wait)?;
                 anyhow::bail!("a batch was not delivered; stopping so that it is read again from the last committed offset");
             }
             for (tp, o) in batch {
@@ -90,13 +97,14 @@ impl Unacked {
                 *e = (*e).max(o);
             }
         }
-        self.commit(consumer, &offsets)
+        self.commit(consumer, &offsets, wait)
     }
 
     fn commit(
         &self,
         consumer: &BaseConsumer,
-        offsets: &HashMap<(String, i32), i64>,
+        offsets: &HashMap<(Arc<str>, i32), i64>,
+        wait: bool,
     ) -> anyhow::Result<()> {
         if offsets.is_empty() {
             return Ok(());
@@ -107,7 +115,14 @@ impl Unacked {
         }
         // A commit refused during a rebalance is not fatal: the partition's new owner reads
         // from the last commit, which at-least-once delivery allows.
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        // Asynchronous while running (the next commit supersedes a lost one); synchronous for
+        // the last one, at stop.
+        let mode = if wait {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "offset commit failed; those records may be read again");
         }
         Ok(())
@@ -140,7 +155,7 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
             break Ok(());
         }
         let mut batch = Vec::new();
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut offsets: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut timeout = Duration::from_millis(100);
         let (notifier, rx) = BatchNotifier::new();
         while batch.len() < s.cfg.batch {
@@ -155,10 +170,14 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
                     break;
                 }
             };
-            let topic = topic_names
-                .entry(m.topic().to_string())
-                .or_insert_with(|| m.topic().into())
-                .clone();
+            let topic = match topic_names.get(m.topic()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = m.topic().into();
+                    topic_names.insert(m.topic().to_string(), t.clone());
+                    t
+                }
+            };
             let headers = m
                 .headers()
                 .map(|h| {
@@ -186,7 +205,7 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
             )
             .with_finalizer(notifier.finalizer());
             cx.metrics.bytes_in.inc_by(m.payload_len() as u64);
-            offsets.insert((m.topic().to_string(), m.partition()), m.offset());
+            offsets.insert((topic.clone(), m.partition()), m.offset());
             batch.push(e);
         }
         drop(notifier);

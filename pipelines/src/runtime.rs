@@ -22,7 +22,7 @@ use crate::validate::resolve_input;
 pub type Batch = Vec<Event>;
 
 /// Batches buffered per component input.
-pub const CHANNEL_BATCHES: usize = 16;
+pub const CHANNEL_BATCHES: usize = 4;
 
 /// A source: produces batches until told to stop (or its input ends).
 pub trait Source: Send {

@@ -8,11 +8,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use trib_pipelines::config::sinks::{Batch, Compression, KafkaSink, Retry};
+use trib_pipelines::config::sinks::{Compression, KafkaSink};
 use trib_pipelines::event::{get_path, value_text, Event};
 use trib_pipelines::runtime::{Sink, SinkContext};
-
-use crate::batching::{self, BatchWriter, WriteError};
 
 pub struct Kafka {
     cfg: KafkaSink,
@@ -37,7 +35,8 @@ impl Kafka {
                     Compression::Zstd => "zstd",
                 },
             )
-            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "30000");
         for (k, v) in &c.options {
             cc.set(k, v);
@@ -53,27 +52,65 @@ impl Kafka {
 }
 
 impl Sink for Kafka {
-    fn run(self: Box<Self>, cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn run(self: Box<Self>, mut cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let batch = Batch {
-                max_events: 50_000,
-                max_bytes: 32 << 20,
-                timeout_ms: 20,
-            };
-            let w = Writer {
-                cfg: self.cfg,
-                producer: self.producer,
-                metrics: cx.metrics.clone(),
-            };
-            batching::run(cx, &batch, &Retry::default(), w).await
+            // Batches are enqueued as they arrive; an acknowledger task awaits the broker's
+            // answers in order, so several batches are in flight at once (bounded).
+            let (tx, rx) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT_BATCHES);
+            let acker = tokio::spawn(acknowledge(
+                rx,
+                self.producer.clone(),
+                self.cfg.clone(),
+                cx.metrics.clone(),
+            ));
+            let mut dead_letter = Vec::new();
+            while let Some(batch) = cx.input.recv().await {
+                let mut pending = Vec::with_capacity(batch.len());
+                let mut bytes = 0u64;
+                let mut events = Vec::with_capacity(batch.len());
+                for e in batch {
+                    match enqueue(&self.producer, &self.cfg, &e).await {
+                        Ok((f, n)) => {
+                            bytes += n;
+                            pending.push(f);
+                            events.push(e);
+                        }
+                        Err(reason) => dead_letter
+                            .push(trib_pipelines::transforms::dead_letter(e, &cx.name, reason)),
+                    }
+                }
+                if !dead_letter.is_empty() {
+                    cx.dead_letter.send(std::mem::take(&mut dead_letter)).await;
+                }
+                let flight = InFlight {
+                    events,
+                    pending,
+                    bytes,
+                };
+                if tx.send(flight).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let rejected = acker
+                .await
+                .map_err(|e| anyhow::anyhow!("acknowledger failed: {e}"))?;
+            for (e, reason) in rejected {
+                dead_letter.push(trib_pipelines::transforms::dead_letter(e, &cx.name, reason));
+            }
+            cx.dead_letter.send(dead_letter).await;
+            Ok(())
         })
     }
 }
 
-struct Writer {
-    cfg: KafkaSink,
-    producer: FutureProducer,
-    metrics: trib_pipelines::metrics::ComponentMetrics,
+/// Batches whose records are enqueued and not yet all acknowledged.
+const IN_FLIGHT_BATCHES: usize = 4;
+
+struct InFlight {
+    events: Vec<Event>,
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    bytes: u64,
 }
 
 /// Errors that no retry can fix for this record.
@@ -89,78 +126,107 @@ fn refused(e: &KafkaError) -> bool {
     )
 }
 
-impl BatchWriter for Writer {
-    fn write<'a>(
-        &'a mut self,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, WriteError>> {
-        Box::pin(async move {
-            let mut pending = Vec::with_capacity(events.len());
-            let mut rejected = Vec::new();
-            let mut bytes = 0u64;
-            for (i, e) in events.iter().enumerate() {
-                let topic = e.meta.target_topic.as_deref().unwrap_or(&self.cfg.topic);
-                let key_from_field = match (&e.key, &self.cfg.key_field) {
-                    (None, Some(f)) => get_path(&e.fields, f).map(value_text),
-                    _ => None,
-                };
-                let key: Option<&[u8]> = e
-                    .key
-                    .as_deref()
-                    .or(key_from_field.as_deref().map(str::as_bytes));
-                let body = e.body();
-                bytes += body.len() as u64;
-                let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
-                for (k, v) in &e.headers {
-                    headers = headers.insert(Header {
-                        key: k,
-                        value: Some(&v[..]),
-                    });
-                }
-                let mut rec = FutureRecord::to(topic)
-                    .payload(&body[..])
-                    .timestamp(e.timestamp_ms)
-                    .headers(headers);
-                if let Some(k) = key {
-                    rec = rec.key(k);
-                }
-                if let Some(p) = e.meta.target_partition {
-                    rec = rec.partition(p);
-                }
-                loop {
-                    match self.producer.send_result(rec) {
-                        Ok(f) => {
-                            pending.push((i, f));
-                            break;
+/// Hands one event to the producer; waits while its queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    cfg: &KafkaSink,
+    e: &Event,
+) -> Result<(rdkafka::producer::DeliveryFuture, u64), String> {
+    let topic = e.meta.target_topic.as_deref().unwrap_or(&cfg.topic);
+    let key_from_field = match (&e.key, &cfg.key_field) {
+        (None, Some(f)) => get_path(&e.fields, f).map(value_text),
+        _ => None,
+    };
+    let key: Option<&[u8]> = e
+        .key
+        .as_deref()
+        .or(key_from_field.as_deref().map(str::as_bytes));
+    let body = e.body();
+    let mut rec = FutureRecord::to(topic)
+        .payload(&body[..])
+        .timestamp(e.timestamp_ms);
+    if !e.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+        for (k, v) in &e.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(&v[..]),
+            });
+        }
+        rec = rec.headers(headers);
+    }
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(p) = e.meta.target_partition {
+        rec = rec.partition(p);
+    }
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match producer.send_result(rec) {
+            Ok(f) => return Ok((f, body.len() as u64)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            Err((e, _)) if refused(&e) => return Err(e.to_string()),
+            Err((e, r)) => {
+                tracing::warn!(error = %e, "produce failed; retrying");
+                rec = r;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Awaits each batch's acknowledgements in order; a record that fails for a transient reason
+/// is sent again (at-least-once) until it is acknowledged. Returns the refused events.
+async fn acknowledge(
+    mut rx: tokio::sync::mpsc::Receiver<InFlight>,
+    producer: FutureProducer,
+    cfg: KafkaSink,
+    metrics: trib_pipelines::metrics::ComponentMetrics,
+) -> Vec<(Event, String)> {
+    let mut refused_events = Vec::new();
+    while let Some(f) = rx.recv().await {
+        let before = refused_events.len();
+        let n = f.events.len();
+        for (e, mut fut) in f.events.into_iter().zip(f.pending) {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match fut.await {
+                    Ok(Ok(_)) => {
+                        e.deliver();
+                        break;
+                    }
+                    Ok(Err((err, _))) if refused(&err) => {
+                        refused_events.push((e, err.to_string()));
+                        break;
+                    }
+                    other => {
+                        let m = match other {
+                            Ok(Err((err, _))) => err.to_string(),
+                            _ => "the producer went away".into(),
+                        };
+                        tracing::warn!(error = %m, retry_in = ?backoff, "record not acknowledged; sending it again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        match enqueue(&producer, &cfg, &e).await {
+                            Ok((next, _)) => fut = next,
+                            Err(reason) => {
+                                refused_events.push((e, reason));
+                                break;
+                            }
                         }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            rec = r;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((e, _)) if refused(&e) => {
-                            rejected.push((i, e.to_string()));
-                            break;
-                        }
-                        Err((e, _)) => return Err(WriteError::Transient(e.to_string())),
                     }
                 }
             }
-            let mut transient = None;
-            for (i, f) in pending {
-                match f.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) if refused(&e) => rejected.push((i, e.to_string())),
-                    Ok(Err((e, _))) => transient = Some(e.to_string()),
-                    Err(_) => transient = Some("the producer went away".into()),
-                }
-            }
-            if let Some(m) = transient {
-                // The batch is written again: records that did go through are duplicated,
-                // which at-least-once delivery allows.
-                return Err(WriteError::Transient(m));
-            }
-            self.metrics.bytes_out.inc_by(bytes);
-            Ok(rejected)
-        })
+        }
+        metrics
+            .events_out
+            .inc_by((n - (refused_events.len() - before)) as u64);
+        metrics.bytes_out.inc_by(f.bytes);
     }
+    refused_events
 }
