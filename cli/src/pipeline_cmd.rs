@@ -45,6 +45,8 @@ pub enum PipelineCommand {
     Test { files: Vec<PathBuf> },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Print the component reference (the generated part of docs/pipelines.md).
+    Reference,
     /// Live per-component rates of a running `trib run` (from its /metrics).
     Top {
         #[arg(long, default_value = "http://127.0.0.1:9598/metrics")]
@@ -100,6 +102,10 @@ pub async fn command(c: PipelineCommand) -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&trib_pipelines::config::schema())?
             );
+            Ok(())
+        }
+        PipelineCommand::Reference => {
+            print!("{}", trib_pipelines::config::reference_markdown());
             Ok(())
         }
         PipelineCommand::Top {

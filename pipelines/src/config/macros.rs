@@ -74,6 +74,11 @@ macro_rules! family {
                 }
             }
 
+            /// Each kind's own (root) schema, for the reference docs.
+            pub fn root_schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($kind, schemars::schema_for!($cfg)),)*]
+            }
+
             /// The JSON Schema of each kind, by `type`.
             pub fn schemas(gen: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
                 vec![$(($kind, gen.subschema_for::<$cfg>()),)*]

@@ -15,7 +15,7 @@ pub use load::{
     closest as closest_name, interpolate, load, load_str, ConfigError, ConfigErrors, Loaded,
     Position,
 };
-pub use schema::schema;
+pub use schema::{reference_markdown, schema};
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
 pub use tests::{TestCase, TestInput, TestOutput};
