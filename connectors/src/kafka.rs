@@ -61,9 +61,12 @@ impl Kafka {
     }
 }
 
+/// The last offset read per (topic, partition).
+type Offsets = HashMap<(Arc<str>, i32), i64>;
+
 /// Batches handed to the pipeline and not yet delivered, in poll order.
 struct Unacked {
-    queue: VecDeque<(HashMap<(Arc<str>, i32), i64>, oneshot::Receiver<Status>)>,
+    queue: VecDeque<(Offsets, oneshot::Receiver<Status>)>,
 }
 
 impl Unacked {

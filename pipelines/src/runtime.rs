@@ -40,12 +40,15 @@ pub trait Components: Send + Sync {
     fn sink(&self, name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>>;
 }
 
+/// A reader of an output: its input channel and its metrics.
+type Target = (mpsc::Sender<Batch>, ComponentMetrics);
+
 /// Sends a component's output to every component that reads it.
 #[derive(Clone)]
 pub struct Fanout {
     component: Arc<str>,
     dead_letter: bool,
-    targets: Vec<(mpsc::Sender<Batch>, ComponentMetrics)>,
+    targets: Vec<Target>,
     metrics: ComponentMetrics,
 }
 
@@ -203,8 +206,7 @@ pub async fn start(
     }
     let cm = |name: &str, kind: &str| metrics.component(pipeline, name, kind);
     // Output ports: (component, port) -> targets.
-    let mut targets: HashMap<(String, usize), Vec<(mpsc::Sender<Batch>, ComponentMetrics)>> =
-        HashMap::new();
+    let mut targets: HashMap<(String, usize), Vec<Target>> = HashMap::new();
     let nodes = p
         .transforms
         .iter()

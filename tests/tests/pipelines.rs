@@ -240,7 +240,10 @@ async fn kill9_of_trib_run_mid_stream_loses_no_event() {
 
 /// An HTTP server that answers 503 to the first `failures` requests, then 200, and keeps the
 /// NDJSON lines of the accepted bodies.
-fn flaky_server(failures: usize) -> (SocketAddr, Arc<Mutex<(usize, Vec<String>)>>) {
+/// Requests seen so far, and the lines of the accepted bodies.
+type Seen = Arc<Mutex<(usize, Vec<String>)>>;
+
+fn flaky_server(failures: usize) -> (SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let state = Arc::new(Mutex::new((0usize, Vec::new())));

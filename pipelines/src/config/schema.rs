@@ -96,7 +96,10 @@ pub fn reference_markdown() -> String {
 }
 
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 fn type_name(p: &Value, defs: &Value) -> String {
@@ -141,7 +144,10 @@ fn type_name(p: &Value, defs: &Value) -> String {
     }
     match p.get("type") {
         Some(Value::String(t)) if t == "array" => {
-            let item = p.get("items").map(|i| type_name(i, defs)).unwrap_or_default();
+            let item = p
+                .get("items")
+                .map(|i| type_name(i, defs))
+                .unwrap_or_default();
             format!("list of {item}")
         }
         Some(Value::String(t)) if t == "object" => "map".into(),
@@ -162,7 +168,10 @@ mod tests {
     fn docs_reference_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/pipelines.md");
         let doc = std::fs::read_to_string(path).expect("docs/pipelines.md");
-        let start = doc.find("<!-- reference:start -->\n").expect("start marker") + 25;
+        let start = doc
+            .find("<!-- reference:start -->\n")
+            .expect("start marker")
+            + 25;
         let end = doc.find("<!-- reference:end -->").expect("end marker");
         assert!(
             doc[start..end] == super::reference_markdown(),
@@ -173,7 +182,14 @@ mod tests {
     #[test]
     fn schema_lists_every_kind() {
         let s = super::schema().to_string();
-        for k in ["demo", "kafka", "parse_access_log", "route", "postgres", "http"] {
+        for k in [
+            "demo",
+            "kafka",
+            "parse_access_log",
+            "route",
+            "postgres",
+            "http",
+        ] {
             assert!(s.contains(&format!("\"const\":\"{k}\"")), "{k}");
         }
     }

@@ -23,7 +23,7 @@ impl Filter {
 /// Logs the first few evaluation failures of a component, then every 10,000th.
 fn log_failure(count: &mut u64, err: &crate::expr::ExprError) {
     *count += 1;
-    if *count <= 5 || *count % 10_000 == 0 {
+    if *count <= 5 || (*count).is_multiple_of(10_000) {
         tracing::warn!(error = %err, failures = *count, "condition failed; treated as false");
     }
 }

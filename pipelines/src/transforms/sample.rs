@@ -40,11 +40,11 @@ impl Transform for Sample {
                         .unwrap_or_default()
                         .as_bytes(),
                 );
-                h.finish() % self.rate == 0
+                h.finish().is_multiple_of(self.rate)
             }
             None => {
                 self.seen += 1;
-                (self.seen - 1) % self.rate == 0
+                (self.seen - 1).is_multiple_of(self.rate)
             }
         };
         if keep {
