@@ -15,6 +15,8 @@ cargo build --workspace --all-targets --locked
 
 echo "== rust tests (unit + end-to-end)"
 cargo test --workspace --locked -- --test-threads=2
+# The Arrow conversion of events is a feature (it keeps Arrow out of builds that do not need it).
+cargo test -p trib-pipelines --features arrow --locked --lib arrow
 
 echo "== client compatibility suite"
 export TRIB_BIN="$CARGO_TARGET_DIR/debug/trib"

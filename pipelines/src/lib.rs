@@ -2,6 +2,8 @@
 //! runtime with end-to-end acknowledgements, and the transforms. Sources and sinks are built by
 //! the `trib-connectors` and `trib-sinks` crates through [`runtime::Components`].
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod config;
 pub mod event;
 pub mod expr;

@@ -99,6 +99,49 @@ fn append(
     Ok(open)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut open = None;
+        for i in 0..10 {
+            let line = format!("{{\"n\":{i}}}\n").into_bytes();
+            open = Some(append(path.clone(), open, line, 20, None).unwrap());
+        }
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 4, "rotated files: {files:?}");
+        let mut all: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
+        want.sort();
+        assert_eq!(all, want);
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name == "out.ndjson" || name.starts_with("out.ndjson."),
+                "{name}"
+            );
+        }
+    }
+}
+
 impl BatchWriter for Writer {
     fn write<'a>(
         &'a mut self,

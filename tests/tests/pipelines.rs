@@ -193,6 +193,24 @@ async fn topic_parse_filter_topic_commits_only_what_was_delivered() {
     let metrics = run.get("/metrics");
     assert!(metrics.contains("trib_pipeline_events_in_total{pipeline=\"p\",component=\"decode\",kind=\"parse_json\"} 2000"), "{metrics}");
     assert_eq!(run.get("/health").trim(), "ok");
+    let top = std::process::Command::new(trib_bin())
+        .args([
+            "pipeline",
+            "top",
+            "--count",
+            "1",
+            "--interval-ms",
+            "200",
+            "--url",
+        ])
+        .arg(format!("http://{}/metrics", run.http))
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.contains("p/decode (parse_json)") && top.contains("p/output (kafka)"),
+        "{top}"
+    );
     assert!(run.stop(), "clean stop; log:\n{}", run.log_text());
 }
 
