@@ -99,6 +99,44 @@ fn append(
     Ok(open)
 }
 
+impl BatchWriter for Writer {
+    fn write<'a>(
+        &'a mut self,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, WriteError>> {
+        Box::pin(async move {
+            let mut buf = Vec::with_capacity(events.len() * 128);
+            for e in events {
+                match self.encoding {
+                    Encoding::Text => e.write_body(&mut buf),
+                    Encoding::Json => {
+                        serde_json::to_writer(&mut buf, &e.to_json())
+                            .map_err(|x| WriteError::Permanent(x.to_string()))?;
+                    }
+                }
+                buf.push(b'\n');
+            }
+            let n = buf.len() as u64;
+            let (path, open) = (self.path.clone(), self.file.take());
+            let (rb, ra) = (self.rotate_bytes, self.rotate_age);
+            let r = tokio::task::spawn_blocking(move || append(path, open, buf, rb, ra))
+                .await
+                .map_err(|e| WriteError::Transient(e.to_string()))?;
+            match r {
+                Ok(o) => {
+                    self.file = Some(o);
+                    self.metrics.bytes_out.inc_by(n);
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(WriteError::Transient(format!(
+                    "{}: {e}",
+                    self.path.display()
+                ))),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,43 +177,5 @@ mod tests {
                 "{name}"
             );
         }
-    }
-}
-
-impl BatchWriter for Writer {
-    fn write<'a>(
-        &'a mut self,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, WriteError>> {
-        Box::pin(async move {
-            let mut buf = Vec::with_capacity(events.len() * 128);
-            for e in events {
-                match self.encoding {
-                    Encoding::Text => e.write_body(&mut buf),
-                    Encoding::Json => {
-                        serde_json::to_writer(&mut buf, &e.to_json())
-                            .map_err(|x| WriteError::Permanent(x.to_string()))?;
-                    }
-                }
-                buf.push(b'\n');
-            }
-            let n = buf.len() as u64;
-            let (path, open) = (self.path.clone(), self.file.take());
-            let (rb, ra) = (self.rotate_bytes, self.rotate_age);
-            let r = tokio::task::spawn_blocking(move || append(path, open, buf, rb, ra))
-                .await
-                .map_err(|e| WriteError::Transient(e.to_string()))?;
-            match r {
-                Ok(o) => {
-                    self.file = Some(o);
-                    self.metrics.bytes_out.inc_by(n);
-                    Ok(Vec::new())
-                }
-                Err(e) => Err(WriteError::Transient(format!(
-                    "{}: {e}",
-                    self.path.display()
-                ))),
-            }
-        })
     }
 }
