@@ -83,8 +83,22 @@ fn append(
     let too_big = rotate_bytes > 0 && open.size >= rotate_bytes;
     let too_old = rotate_age.is_some_and(|a| open.opened.elapsed() >= a);
     if too_big || too_old {
-        let mut rotated = path.clone().into_os_string();
-        rotated.push(format!(".{}", now_ms()));
+        // `<path>.<unix-ms>`, with `-N` added when a file of that name exists already (two
+        // rotations in one millisecond must not overwrite each other).
+        let stamp = now_ms();
+        let mut n = 0u32;
+        let rotated = loop {
+            let mut name = path.clone().into_os_string();
+            name.push(if n == 0 {
+                format!(".{stamp}")
+            } else {
+                format!(".{stamp}-{n}")
+            });
+            if !std::path::Path::new(&name).exists() {
+                break name;
+            }
+            n += 1;
+        };
         std::fs::rename(&path, &rotated)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
