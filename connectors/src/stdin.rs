@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use trib_pipelines::config::sources::StdinSource;
 use trib_pipelines::event::Event;
 use trib_pipelines::runtime::{Source, SourceContext};
@@ -28,18 +28,23 @@ impl Source for Stdin {
             let mut batch = Vec::new();
             let mut line = Vec::new();
             let mut line_no = 0u64;
+            // Inside a line longer than the limit: its bytes are discarded up to its newline.
+            let mut skipping = false;
             loop {
-                // `line` keeps a partial read across a timeout (read_until appends).
+                // `line` keeps a partial read across a timeout (read_until appends); reads are
+                // capped so a line without a newline cannot grow past the limit.
+                let room = ((self.max_line + 2).saturating_sub(line.len()) as u64).max(1);
+                let mut limited = (&mut input).take(room);
                 // Wait for a line; a partial batch goes out after 50 ms of quiet.
                 let read = if batch.is_empty() {
                     tokio::select! {
-                        r = input.read_until(b'\n', &mut line) => r?,
+                        r = limited.read_until(b'\n', &mut line) => r?,
                         _ = cx.stopped() => break,
                     }
                 } else {
                     match tokio::time::timeout(
                         Duration::from_millis(50),
-                        input.read_until(b'\n', &mut line),
+                        limited.read_until(b'\n', &mut line),
                     )
                     .await
                     {
@@ -52,25 +57,43 @@ impl Source for Stdin {
                         }
                     }
                 };
+                cx.metrics.bytes_in.inc_by(read as u64);
                 if read == 0 && line.is_empty() {
                     break;
                 }
-                if line.last() != Some(&b'\n') && read != 0 {
+                let at_eof = read == 0;
+                if !at_eof && line.last() != Some(&b'\n') {
+                    if line.len() > self.max_line + 1 {
+                        if !skipping {
+                            line_no += 1;
+                            tracing::error!(
+                                line = line_no,
+                                max = self.max_line,
+                                "stdin: line longer than max_line_bytes; skipped"
+                            );
+                        }
+                        skipping = true;
+                        line.clear();
+                    }
+                    continue;
+                }
+                if skipping {
+                    skipping = false;
+                    line.clear();
                     continue;
                 }
                 line_no += 1;
                 while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     line.pop();
                 }
-                cx.metrics.bytes_in.inc_by(read as u64);
                 if line.len() > self.max_line {
-                    line.clear();
                     tracing::error!(
                         line = line_no,
                         bytes = line.len(),
                         max = self.max_line,
-                        "stdin: line too long; skipped"
+                        "stdin: line longer than max_line_bytes; skipped"
                     );
+                    line.clear();
                     continue;
                 }
                 let mut e = Event::raw(std::mem::take(&mut line));

@@ -646,3 +646,28 @@ fn validate_reports_each_error_with_its_place() {
         String::from_utf8_lossy(&ok.stdout)
     );
 }
+
+#[test]
+fn stdin_skips_overlong_lines_without_buffering_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let file = write_file(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "sources:\n  s:\n    type: stdin\n    max_line_bytes: 10\nsinks:\n  f:\n    type: file\n    encoding: text\n    inputs: [s]\n    path: {}\n",
+            out.display()
+        ),
+    );
+    let mut run = TestRun::start(&[&file], &[]);
+    let mut stdin = run.stdin().unwrap();
+    writeln!(stdin, "short").unwrap();
+    stdin.write_all(&vec![b'x'; 8 << 20]).unwrap();
+    writeln!(stdin).unwrap();
+    writeln!(stdin, "0123456789\r").unwrap();
+    write!(stdin, "last").unwrap();
+    drop(stdin);
+    assert!(run.wait_exit(Duration::from_secs(30)), "{}", run.log_text());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "short\n0123456789\nlast\n");
+    assert!(run.log_text().contains("line longer than max_line_bytes; skipped"));
+}
