@@ -3,6 +3,7 @@
 //! the batch (see `trib_pipelines::finalize`). Host collectors come with the agent.
 
 mod demo;
+mod file;
 mod http;
 mod kafka;
 mod stdin;
@@ -17,5 +18,6 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::Stdin(c) => Box::new(stdin::Stdin::new(c)),
         SourceConfig::Http(c) => Box::new(http::Http::new(c)?),
         SourceConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
+        SourceConfig::File(c) => Box::new(file::FileTail::new(c)?),
     })
 }

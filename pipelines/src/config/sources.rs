@@ -146,6 +146,81 @@ fn default_start() -> StartFrom {
     StartFrom::Earliest
 }
 
+/// Where the file source starts in files it finds at its first start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// How lines are joined into multiline events.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Multiline {
+    /// A line matching this regex starts a new event; other lines belong to the previous one
+    /// (e.g. `^\\S` joins indented stack-trace lines).
+    pub start_pattern: String,
+    /// An event waiting for more lines is emitted after this long without one, in ms.
+    #[serde(default = "default_multiline_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_multiline_timeout() -> u64 {
+    1000
+}
+
+source_config! {
+    /// Tails files matched by globs. A file is known by a fingerprint of its first line (not its
+    /// inode), so a renamed file is followed and a copytruncate rotation is recognised; open
+    /// files are read to their end even after they are renamed or deleted. Each line is a raw
+    /// event with the file's path in the `file` header. The read position of each file is
+    /// checkpointed in `state_dir` only after the sinks have taken its lines.
+    pub struct FileSource {
+        /// Globs of files to read (`**` matches any folders).
+        pub include: Vec<String>,
+        /// Globs of files to leave out.
+        #[serde(default)]
+        pub exclude: Vec<String>,
+        /// Where to start in files present at the first start (files that appear later are
+        /// read from their beginning).
+        #[serde(default = "default_start_at")]
+        pub start_at: StartAt,
+        /// Folder for the checkpoint of read positions.
+        pub state_dir: String,
+        /// Longest line in bytes; a longer line is cut there and its event carries the header
+        /// `truncated: true`.
+        #[serde(default = "default_file_max_line")]
+        pub max_line_bytes: usize,
+        /// Join lines into multiline events.
+        #[serde(default)]
+        pub multiline: Option<Multiline>,
+        /// How often the globs are scanned for new files, in ms.
+        #[serde(default = "default_glob_interval")]
+        pub glob_interval_ms: u64,
+        /// A file no glob matches any more (renamed away or deleted) is closed after it has been
+        /// read to its end and has not grown for this long, in ms.
+        #[serde(default = "default_idle_close")]
+        pub close_idle_ms: u64,
+        /// Most lines per batch.
+        #[serde(default = "default_batch")]
+        pub batch: usize,
+    }
+}
+
+fn default_start_at() -> StartAt {
+    StartAt::Beginning
+}
+fn default_file_max_line() -> usize {
+    100 * 1024
+}
+fn default_glob_interval() -> u64 {
+    1000
+}
+fn default_idle_close() -> u64 {
+    5000
+}
+
 family! {
     /// Any source.
     pub enum SourceConfig {
@@ -153,5 +228,6 @@ family! {
         "stdin" => Stdin(StdinSource),
         "http" => Http(HttpSource),
         "kafka" => Kafka(KafkaSource),
+        "file" => File(FileSource),
     }
 }
