@@ -68,8 +68,12 @@ fn append(
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            let size = file.metadata()?.len();
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&path)?;
+            let size = drop_torn_tail(&file)?;
             Open {
                 file,
                 size,
@@ -113,6 +117,42 @@ fn append(
     Ok(open)
 }
 
+/// A crash during a write can leave a partial last line, which was never acknowledged; it is
+/// cut off so the next line does not run into it. Returns the size after.
+fn drop_torn_tail(file: &StdFile) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata()?.len();
+    let mut end = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < size {
+                tracing::warn!(
+                    bytes = size - keep,
+                    "file sink: cut a partial last line left by a crash"
+                );
+                file.set_len(keep)?;
+                file.sync_data()?;
+            }
+            return Ok(keep);
+        }
+        if size - start > 64 << 20 {
+            // No newline in the last 64 MiB: not a line file of ours; leave it.
+            return Ok(size);
+        }
+        end = start;
+    }
+    if size > 0 {
+        file.set_len(0)?;
+        file.sync_data()?;
+    }
+    Ok(0)
+}
+
 impl BatchWriter for Writer {
     fn write<'a>(
         &'a mut self,
@@ -154,6 +194,19 @@ impl BatchWriter for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        std::fs::write(&path, "a\nb\npar").unwrap();
+        let open = append(path.clone(), None, b"c\n".to_vec(), 0, None).unwrap();
+        drop(open);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\nc\n");
+        std::fs::write(&path, "no newline at all").unwrap();
+        append(path.clone(), None, b"d\n".to_vec(), 0, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "d\n");
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_every_line() {

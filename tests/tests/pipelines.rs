@@ -668,6 +668,11 @@ fn stdin_skips_overlong_lines_without_buffering_them() {
     write!(stdin, "last").unwrap();
     drop(stdin);
     assert!(run.wait_exit(Duration::from_secs(30)), "{}", run.log_text());
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "short\n0123456789\nlast\n");
-    assert!(run.log_text().contains("line longer than max_line_bytes; skipped"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "short\n0123456789\nlast\n"
+    );
+    assert!(run
+        .log_text()
+        .contains("line longer than max_line_bytes; skipped"));
 }

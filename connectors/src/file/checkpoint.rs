@@ -49,7 +49,11 @@ impl Checkpoint {
         self.files
             .iter()
             .find(|e| e.id == *id)
-            .or_else(|| self.files.iter().find(|e| e.id.fingerprint == id.fingerprint))
+            .or_else(|| {
+                self.files
+                    .iter()
+                    .find(|e| e.id.fingerprint == id.fingerprint)
+            })
             .map(|e| e.offset)
     }
 

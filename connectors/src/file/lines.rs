@@ -56,7 +56,8 @@ impl Splitter {
             };
             if !self.skipping {
                 let room = self.max.saturating_sub(self.partial.len());
-                self.partial.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.partial
+                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if chunk.len() > room {
                     // Over-long: emit what fits, skip to the newline.
                     let line = std::mem::take(&mut self.partial);

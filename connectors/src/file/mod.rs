@@ -67,7 +67,10 @@ impl FileTail {
         for g in &self.cfg.include {
             let Ok(paths) = glob::glob(g) else { continue };
             for p in paths.flatten() {
-                if p.is_file() && !self.exclude.iter().any(|x| x.matches_path(&p)) && !out.contains(&p) {
+                if p.is_file()
+                    && !self.exclude.iter().any(|x| x.matches_path(&p))
+                    && !out.contains(&p)
+                {
                     out.push(p);
                 }
             }
@@ -138,9 +141,17 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
         let mut read_any = false;
         let keys: Vec<(u64, u64)> = files.keys().copied().collect();
         for key in keys {
-            let Some(t) = files.get_mut(&key) else { continue };
+            let Some(t) = files.get_mut(&key) else {
+                continue;
+            };
             let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < t.read_at {
+            // Shrunk, or a different first line: the file was truncated and written again.
+            let rewritten = t.read_at > 0
+                && identity(&t.file)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| i.fingerprint != t.id.fingerprint);
+            if len < t.read_at || rewritten {
                 truncated(&s, &mut files, key);
                 dirty = true;
                 continue;
@@ -187,7 +198,8 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
                         tracing::warn!(file = %t.path, from = t.delivered, "lines were not delivered; reading them again");
                         t.pending.clear();
                         t.read_at = t.delivered;
-                        t.splitter = Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), t.delivered);
+                        t.splitter =
+                            Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), t.delivered);
                         break;
                     }
                 }
@@ -226,12 +238,20 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
     save(&state_dir, &files)
 }
 
-fn line_event(source: &Arc<str>, path: &Arc<str>, line: Vec<u8>, truncated: bool, n: &Arc<BatchNotifier>) -> Event {
+fn line_event(
+    source: &Arc<str>,
+    path: &Arc<str>,
+    line: Vec<u8>,
+    truncated: bool,
+    n: &Arc<BatchNotifier>,
+) -> Event {
     let mut e = Event::raw(line).with_finalizer(n.finalizer());
     e.meta.source = source.clone();
-    e.headers.push(("file".into(), Bytes::copy_from_slice(path.as_bytes())));
+    e.headers
+        .push(("file".into(), Bytes::copy_from_slice(path.as_bytes())));
     if truncated {
-        e.headers.push(("truncated".into(), Bytes::from_static(b"true")));
+        e.headers
+            .push(("truncated".into(), Bytes::from_static(b"true")));
     }
     e
 }
@@ -251,12 +271,19 @@ fn save(dir: &Path, files: &HashMap<(u64, u64), Tracked>) -> anyhow::Result<()> 
 }
 
 /// Scans the globs: opens new files, notes renames, marks what is still matched.
-fn discover(s: &FileTail, cp: &Checkpoint, files: &mut HashMap<(u64, u64), Tracked>, first_start: bool) {
+fn discover(
+    s: &FileTail,
+    cp: &Checkpoint,
+    files: &mut HashMap<(u64, u64), Tracked>,
+    first_start: bool,
+) {
     for t in files.values_mut() {
         t.matched = false;
     }
     for path in s.scan() {
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         let key = (meta.dev(), meta.ino());
         if let Some(t) = files.get_mut(&key) {
             t.matched = true;
@@ -267,8 +294,12 @@ fn discover(s: &FileTail, cp: &Checkpoint, files: &mut HashMap<(u64, u64), Track
             }
             continue;
         }
-        let Ok(file) = File::open(&path) else { continue };
-        let Ok(Some(id)) = identity(&file) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(Some(id)) = identity(&file) else {
+            continue;
+        };
         let start = match cp.offset_of(&id) {
             Some(o) if o <= meta.len() => o,
             _ if first_start && s.cfg.start_at == StartAt::End => meta.len(),
@@ -309,13 +340,19 @@ fn truncated(s: &FileTail, files: &mut HashMap<(u64, u64), Tracked>, key: (u64, 
         t.id = id;
     }
     for path in s.scan() {
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         let k = (meta.dev(), meta.ino());
         if files.contains_key(&k) {
             continue;
         }
-        let Ok(file) = File::open(&path) else { continue };
-        if identity(&file).ok().flatten().map(|i| i.fingerprint) == Some(old.fingerprint) && meta.len() >= reached {
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if identity(&file).ok().flatten().map(|i| i.fingerprint) == Some(old.fingerprint)
+            && meta.len() >= reached
+        {
             tracing::info!(file = %path.display(), from = reached, "the truncated file's copy continues from the position reached");
             let id = identity(&file).ok().flatten().unwrap_or(old);
             files.insert(
