@@ -2,6 +2,7 @@
 //! broker, `topic` administers topics, `produce`/`consume` move records from and to the
 //! terminal, `bench` measures any Kafka-protocol broker.
 
+mod agent_cmd;
 mod bench;
 mod broker_cmd;
 mod client;
@@ -46,6 +47,8 @@ enum Command {
     Group(group::GroupCommand),
     /// Start an embedded broker and pipelines (default: the quickstart) on this machine.
     Up(up_cmd::UpArgs),
+    /// Run the host agent (`--config agent.yaml`), or `trib agent status`.
+    Agent(agent_cmd::AgentArgs),
     /// Run pipeline files (sources -> transforms -> sinks); reloads them when they change.
     Run(pipeline_cmd::RunArgs),
     /// Validate, test and inspect pipeline files.
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Group(c) => group::run(c).await,
             Command::Bench(c) => bench::run(c).await,
+            Command::Agent(a) => agent_cmd::run(a).await,
             Command::Up(a) => up_cmd::run(a).await,
             Command::Run(a) => pipeline_cmd::run(a).await,
             Command::Pipeline(c) => pipeline_cmd::command(c).await,

@@ -62,10 +62,14 @@ pub enum PipelineCommand {
 
 /// Runs pipelines until Ctrl-C/SIGTERM (then drains) or until they all end.
 pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    serve_and_run(a.files, (!a.no_http).then_some(a.http)).await
+}
+
+/// Serves /metrics and /health on `http` (if any) and runs the files.
+pub async fn serve_and_run(files: Vec<PathBuf>, http: Option<SocketAddr>) -> anyhow::Result<()> {
     let metrics = Metrics::default();
-    if !a.no_http {
+    if let Some(addr) = http {
         let m = metrics.clone();
-        let addr = a.http;
         // Bind now so a taken port is an error at start, not a log line later.
         let probe = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} for metrics: {e} (use --http or --no-http)")
@@ -78,7 +82,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         });
         tracing::info!(metrics = %format!("http://{addr}/metrics"), health = %format!("http://{addr}/health"), "serving");
     }
-    run_until_signal(a.files, metrics).await
+    run_until_signal(files, metrics).await
 }
 
 /// Runs files until a signal (drain) or until they end.
@@ -172,7 +176,7 @@ fn test(files: Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// (component, metric) -> value, from the Prometheus text.
-fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
+pub(crate) fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name_labels, value)) = line.rsplit_once(' ') else {
@@ -205,7 +209,7 @@ fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
     out
 }
 
-async fn fetch(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("`{url}`: only http:// URLs"))?;

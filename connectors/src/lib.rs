@@ -6,6 +6,8 @@ mod demo;
 mod file;
 mod http;
 mod kafka;
+mod line_reader;
+mod socket;
 mod stdin;
 
 use trib_pipelines::config::SourceConfig;
@@ -19,5 +21,7 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::Http(c) => Box::new(http::Http::new(c)?),
         SourceConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
         SourceConfig::File(c) => Box::new(file::FileTail::new(c)?),
+        SourceConfig::Syslog(c) => Box::new(socket::Syslog::new(c)?),
+        SourceConfig::Socket(c) => Box::new(socket::Socket::new(c)?),
     })
 }

@@ -319,13 +319,20 @@ pub struct TestRun {
 impl TestRun {
     /// Starts `trib run FILES` with extra environment variables; stdin is a pipe.
     pub fn start(files: &[&Path], env: &[(&str, &str)]) -> Self {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["run".as_ref()];
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        Self::command(&args, env)
+    }
+
+    /// Starts `trib ARGS --http <free port>` (a command serving /metrics, like `run` or
+    /// `agent`).
+    pub fn command(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = dir.path().join("run.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(trib_bin())
-            .arg("run")
-            .args(files)
+            .args(args)
             .arg("--http")
             .arg(http.to_string())
             .envs(env.iter().copied())

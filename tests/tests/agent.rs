@@ -169,3 +169,87 @@ fn kill9_mid_stream_then_restart_delivers_every_line() {
     );
     assert_eq!(c.len(), n, "no torn or merged lines in the output");
 }
+
+#[test]
+fn agent_takes_syslog_udp_and_tcp_and_socket_lines_and_reports_status() {
+    use std::net::{TcpStream, UdpSocket};
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp, lines) = (
+        trib_e2e::free_port(),
+        trib_e2e::free_port(),
+        trib_e2e::free_port(),
+    );
+    let unix = dir.path().join("app.sock");
+    let out = dir.path().join("out.ndjson");
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "sources:\n  syslog_udp:\n    type: syslog\n    address: 127.0.0.1:{udp}\n  syslog_tcp:\n    type: syslog\n    mode: tcp\n    address: 127.0.0.1:{tcp}\n  app_tcp:\n    type: socket\n    address: 127.0.0.1:{lines}\n    decoding: ndjson\n    max_line_bytes: 100\n  app_unix:\n    type: socket\n    path: {}\nsinks:\n  out:\n    type: file\n    inputs: [syslog_udp, syslog_tcp, app_tcp, app_unix]\n    path: {}\n    batch: {{timeout_ms: 20}}\n",
+            unix.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let run = TestRun::command(
+        &["agent".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+        &[],
+    );
+    run.wait_log("socket source listening (unix)", Duration::from_secs(20));
+    run.wait_log("syslog source listening (tcp)", Duration::from_secs(20));
+    run.wait_log("syslog source listening (udp)", Duration::from_secs(20));
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(
+        b"<34>Oct 11 22:14:15 mymachine su[9]: udp one",
+        format!("127.0.0.1:{udp}"),
+    )
+    .unwrap();
+    let mut t = TcpStream::connect(format!("127.0.0.1:{tcp}")).unwrap();
+    // One newline-framed and one octet-counted message.
+    t.write_all(b"<165>1 2003-10-11T22:14:15.003Z host1 app 42 ID47 - tcp two\n55 <165>1 2003-10-11T22:14:15.003Z h app 1 - - tcp three\n").unwrap();
+    drop(t);
+    let mut a = TcpStream::connect(format!("127.0.0.1:{lines}")).unwrap();
+    writeln!(a, "{{\"app\":\"json four\"}}").unwrap();
+    writeln!(a, "{}", "y".repeat(300)).unwrap();
+    drop(a);
+    let mut u = std::os::unix::net::UnixStream::connect(&unix).unwrap();
+    writeln!(u, "unix five").unwrap();
+    drop(u);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().count() >= 6 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "got:\n{text}\nlog:\n{}",
+            run.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("\"message\":\"udp one\"")
+            && text.contains("\"severity\":\"crit\"")
+            && text.contains("\"host\":\"127.0.0.1\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"message\":\"tcp two\"") && text.contains("\"message\":\"tcp three\""),
+        "{text}"
+    );
+    assert!(text.contains("{\"app\":\"json four\"}"), "{text}");
+    assert!(
+        text.contains(&format!("{{\"message\":\"{}\"}}", "y".repeat(100))),
+        "cut at max_line_bytes: {text}"
+    );
+    assert!(text.contains("{\"message\":\"unix five\"}"), "{text}");
+    let status = std::process::Command::new(trib_e2e::trib_bin())
+        .args(["agent", "status", "--url"])
+        .arg(format!("http://{}", run.http))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.starts_with("health: ok"), "{status}");
+    assert!(status.contains("agent/out (file)"), "{status}");
+}

@@ -221,6 +221,66 @@ fn default_idle_close() -> u64 {
     5000
 }
 
+/// Transport of the syslog source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogMode {
+    /// One message per datagram.
+    Udp,
+    /// Newline-delimited or octet-counted (RFC 6587) messages.
+    Tcp,
+}
+
+source_config! {
+    /// Receives syslog messages (RFC 5424 or RFC 3164) over UDP or TCP and parses them into
+    /// `facility`, `severity`, `timestamp`, `hostname`, `appname`, `procid`, `msgid`,
+    /// `message` (and `host`, the peer address). A message that does not parse is kept as a raw
+    /// event.
+    pub struct SyslogSource {
+        /// Address to listen on.
+        #[serde(default = "default_syslog_address")]
+        pub address: String,
+        #[serde(default = "default_syslog_mode")]
+        pub mode: SyslogMode,
+        /// Longest message in bytes; longer TCP lines are cut, longer datagrams dropped.
+        #[serde(default = "default_syslog_max")]
+        pub max_message_bytes: usize,
+    }
+}
+
+fn default_syslog_address() -> String {
+    "127.0.0.1:5514".into()
+}
+fn default_syslog_mode() -> SyslogMode {
+    SyslogMode::Udp
+}
+fn default_syslog_max() -> usize {
+    64 * 1024
+}
+
+source_config! {
+    /// Accepts newline-delimited lines (text, or NDJSON objects) on a TCP address or a Unix
+    /// socket, for local applications that write logs to a socket.
+    pub struct SocketSource {
+        /// TCP address to listen on (host:port); give this or `path`.
+        #[serde(default)]
+        pub address: Option<String>,
+        /// Unix socket path to listen on; give this or `address`.
+        #[serde(default)]
+        pub path: Option<String>,
+        /// `text`: each line a raw event; `ndjson`: each line a JSON object.
+        #[serde(default = "default_socket_decoding")]
+        pub decoding: HttpDecoding,
+        /// Longest line in bytes; a longer line is cut and its event carries `truncated: true`.
+        #[serde(default = "default_max_line")]
+        pub max_line_bytes: usize,
+    }
+}
+
+fn default_socket_decoding() -> HttpDecoding {
+    HttpDecoding::Text
+}
+
 family! {
     /// Any source.
     pub enum SourceConfig {
@@ -229,5 +289,7 @@ family! {
         "http" => Http(HttpSource),
         "kafka" => Kafka(KafkaSource),
         "file" => File(FileSource),
+        "syslog" => Syslog(SyslogSource),
+        "socket" => Socket(SocketSource),
     }
 }

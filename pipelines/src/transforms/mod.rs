@@ -9,6 +9,7 @@ mod fields;
 mod parse;
 mod sample;
 mod syslog;
+pub use syslog::parse_syslog;
 mod timestamp;
 
 use std::sync::Arc;
