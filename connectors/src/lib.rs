@@ -4,6 +4,7 @@
 
 mod demo;
 mod file;
+mod host_metrics;
 mod http;
 mod kafka;
 mod line_reader;
@@ -23,5 +24,6 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::File(c) => Box::new(file::FileTail::new(c)?),
         SourceConfig::Syslog(c) => Box::new(socket::Syslog::new(c)?),
         SourceConfig::Socket(c) => Box::new(socket::Socket::new(c)?),
+        SourceConfig::HostMetrics(c) => Box::new(host_metrics::HostMetrics::new(c)?),
     })
 }

@@ -144,6 +144,12 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
             let Some(t) = files.get_mut(&key) else {
                 continue;
             };
+            if t.read_at == 0 {
+                // Nothing read yet (e.g. empty when it was truncated): learn its first line now.
+                if let Ok(Some(id)) = identity(&t.file) {
+                    t.id = id;
+                }
+            }
             let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
             // Shrunk, or a different first line: the file was truncated and written again.
             let rewritten = t.read_at > 0
@@ -161,6 +167,15 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
             while batch.len() < s.cfg.batch {
                 let n = t.file.read_at(&mut buf, t.read_at).unwrap_or(0);
                 if n == 0 {
+                    break;
+                }
+                // Truncated and written again while we read: these bytes may be new content at
+                // an old position. Leave them; the next round handles the truncation.
+                if identity(&t.file)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|i| i.fingerprint != t.id.fingerprint)
+                {
                     break;
                 }
                 t.read_at += n as u64;
@@ -300,6 +315,11 @@ fn discover(
         let Ok(Some(id)) = identity(&file) else {
             continue;
         };
+        if files.values().any(|t| t.id.fingerprint == id.fingerprint) {
+            // A copy of a file being read (copytruncate in progress, or a backup): its lines
+            // come from the original; if the original is truncated, the copy takes over.
+            continue;
+        }
         let start = match cp.offset_of(&id) {
             Some(o) if o <= meta.len() => o,
             _ if first_start && s.cfg.start_at == StartAt::End => meta.len(),
@@ -330,7 +350,8 @@ fn truncated(s: &FileTail, files: &mut HashMap<(u64, u64), Tracked>, key: (u64, 
     let Some(t) = files.get_mut(&key) else { return };
     tracing::info!(file = %t.path, at = t.read_at, "file truncated; reading it from the start");
     let old = t.id;
-    let reached = t.read_at;
+    // A partial line (or a pending multiline event) is read again from the copy.
+    let reached = t.splitter.emitted_up_to();
     // The copy inherits what was read and what is still waiting for delivery.
     let (delivered, pending) = (t.delivered, std::mem::take(&mut t.pending));
     t.read_at = 0;

@@ -281,6 +281,58 @@ fn default_socket_decoding() -> HttpDecoding {
     HttpDecoding::Text
 }
 
+/// Groups of host metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Collector {
+    /// `cpu_seconds_total{cpu, mode}` from /proc/stat.
+    Cpu,
+    /// `memory_*_bytes` from /proc/meminfo.
+    Memory,
+    /// `load1`, `load5`, `load15`.
+    Load,
+    /// `disk_{reads,writes}_total`, `disk_{read,written}_bytes_total{device}`.
+    Disk,
+    /// `filesystem_{total,free,available}_bytes{mountpoint, fstype}` of real filesystems.
+    Filesystem,
+    /// `network_{receive,transmit}_{bytes,packets,errors,drops}_total{device}`.
+    Network,
+}
+
+fn all_collectors() -> Vec<Collector> {
+    vec![
+        Collector::Cpu,
+        Collector::Memory,
+        Collector::Load,
+        Collector::Disk,
+        Collector::Filesystem,
+        Collector::Network,
+    ]
+}
+
+source_config! {
+    /// Collects host metrics from /proc at an interval. Each sample is a structured event:
+    /// `metric`, `value`, `type` (`gauge` or `counter`), `tags` and `host`.
+    pub struct HostMetricsSource {
+        /// Interval between collections, in ms.
+        #[serde(default = "default_host_interval")]
+        pub interval_ms: u64,
+        /// Which groups to collect (default: all).
+        #[serde(default = "all_collectors")]
+        pub collectors: Vec<Collector>,
+        /// Root of the proc file system (for containers that mount the host's elsewhere).
+        #[serde(default = "default_proc")]
+        pub proc_root: String,
+    }
+}
+
+fn default_host_interval() -> u64 {
+    10_000
+}
+fn default_proc() -> String {
+    "/proc".into()
+}
+
 family! {
     /// Any source.
     pub enum SourceConfig {
@@ -291,5 +343,6 @@ family! {
         "file" => File(FileSource),
         "syslog" => Syslog(SyslogSource),
         "socket" => Socket(SocketSource),
+        "host_metrics" => HostMetrics(HostMetricsSource),
     }
 }
