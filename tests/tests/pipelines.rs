@@ -632,6 +632,21 @@ fn validate_reports_each_error_with_its_place() {
         "{text}"
     );
     assert!(text.contains("did you mean `gen`?"), "{text}");
+    // Every example is a valid file (the agent example is otherwise run on hosts, see
+    // docs/agent.md; its sources are each tested in tests/agent.rs).
+    let mut examples_all: Vec<PathBuf> = std::fs::read_dir(examples())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    examples_all.sort();
+    assert!(examples_all.len() >= 4);
+    let v = std::process::Command::new(trib_bin())
+        .args(["pipeline", "validate"])
+        .args(&examples_all)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     let ok = std::process::Command::new(trib_bin())
         .args(["pipeline", "test"])
         .args([
