@@ -8,6 +8,7 @@ mod host_metrics;
 mod http;
 mod kafka;
 mod line_reader;
+mod prometheus;
 mod socket;
 mod stdin;
 
@@ -25,5 +26,6 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::Syslog(c) => Box::new(socket::Syslog::new(c)?),
         SourceConfig::Socket(c) => Box::new(socket::Socket::new(c)?),
         SourceConfig::HostMetrics(c) => Box::new(host_metrics::HostMetrics::new(c)?),
+        SourceConfig::PrometheusScrape(c) => Box::new(prometheus::PrometheusScrape::new(c)?),
     })
 }

@@ -253,3 +253,58 @@ fn agent_takes_syslog_udp_and_tcp_and_socket_lines_and_reports_status() {
     assert!(status.starts_with("health: ok"), "{status}");
     assert!(status.contains("agent/out (file)"), "{status}");
 }
+
+#[test]
+fn agent_collects_host_metrics_and_scrapes_prometheus_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something to scrape: another pipeline's /metrics.
+    let a = dir.path().join("a.yaml");
+    std::fs::write(
+        &a,
+        format!(
+            "sources:\n  gen:\n    type: demo\n    rate: 20\nsinks:\n  f:\n    type: file\n    inputs: [gen]\n    path: {}\n",
+            dir.path().join("a.out").display()
+        ),
+    )
+    .unwrap();
+    let scraped = TestRun::start(&[&a], &[]);
+    scraped.wait_log("pipeline started", Duration::from_secs(20));
+    let out = dir.path().join("metrics.ndjson");
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "sources:\n  host:\n    type: host_metrics\n    interval_ms: 200\n  scrape:\n    type: prometheus_scrape\n    urls: [http://{}/metrics]\n    interval_ms: 200\nsinks:\n  out:\n    type: file\n    inputs: [host, scrape]\n    path: {}\n    batch: {{timeout_ms: 20}}\n",
+            scraped.http,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let run = TestRun::command(
+        &["agent".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+        &[],
+    );
+    let want = [
+        "\"metric\":\"memory_total_bytes\"",
+        "\"metric\":\"cpu_seconds_total\"",
+        "\"metric\":\"load1\"",
+        "\"metric\":\"filesystem_total_bytes\"",
+        "\"metric\":\"trib_pipeline_events_in_total\"",
+        "\"component\":\"gen\"",
+        "\"type\":\"counter\"",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let missing: Vec<_> = want.iter().filter(|w| !text.contains(*w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing {missing:?}; log:\n{}",
+            run.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

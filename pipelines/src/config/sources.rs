@@ -333,6 +333,29 @@ fn default_proc() -> String {
     "/proc".into()
 }
 
+source_config! {
+    /// Scrapes Prometheus text-format endpoints at an interval; each sample is a structured
+    /// event: `metric`, `value`, `type` (from `# TYPE`, else `untyped`), `tags` (the labels plus
+    /// `instance`, the URL's host:port) and `host`.
+    pub struct PrometheusScrapeSource {
+        /// Endpoints (http://host:port/metrics).
+        pub urls: Vec<String>,
+        /// Interval between scrapes, in ms.
+        #[serde(default = "default_scrape_interval")]
+        pub interval_ms: u64,
+        /// Give up on an endpoint after this long, in ms.
+        #[serde(default = "default_scrape_timeout")]
+        pub timeout_ms: u64,
+    }
+}
+
+fn default_scrape_interval() -> u64 {
+    15_000
+}
+fn default_scrape_timeout() -> u64 {
+    5_000
+}
+
 family! {
     /// Any source.
     pub enum SourceConfig {
@@ -344,5 +367,6 @@ family! {
         "syslog" => Syslog(SyslogSource),
         "socket" => Socket(SocketSource),
         "host_metrics" => HostMetrics(HostMetricsSource),
+        "prometheus_scrape" => PrometheusScrape(PrometheusScrapeSource),
     }
 }
