@@ -209,24 +209,9 @@ pub(crate) fn scrape(text: &str) -> BTreeMap<(String, String), f64> {
     out
 }
 
+/// GETs a running pipeline's endpoint (bounded in time and size).
 pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("`{url}`: only http:// URLs"))?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
-        .await
-        .map_err(|_| anyhow::anyhow!("{url}: connect timed out"))??;
-    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
-        .await
-        .map_err(|_| anyhow::anyhow!("{url}: read timed out"))??;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map_or(body.clone(), |(_, b)| b.to_string()))
+    trib_connectors::http_get(url, Duration::from_secs(5)).await
 }
 
 async fn top(url: &str, every: Duration, count: Option<u64>) -> anyhow::Result<()> {

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use trib_pipelines::config::sources::{Collector, HostMetricsSource};
 use trib_pipelines::event::Event;
 use trib_pipelines::runtime::{Source, SourceContext};
+
+use crate::metric_event::metric_event;
 
 pub struct HostMetrics {
     cfg: HostMetricsSource,
@@ -248,24 +250,21 @@ pub fn collect(proc_root: &Path, collectors: &[Collector]) -> Vec<Sample> {
     out
 }
 
-fn to_event(s: Sample, host: &str, source: &std::sync::Arc<str>) -> Event {
+fn to_event(s: Sample, host: &str, source: &std::sync::Arc<str>) -> Option<Event> {
     let tags: Map<String, Value> = s
         .tags
         .into_iter()
         .map(|(k, v)| (k.to_string(), Value::String(v)))
         .collect();
-    let mut fields = Map::new();
-    fields.insert("metric".into(), json!(s.metric));
-    fields.insert("value".into(), json!(s.value));
-    fields.insert(
-        "type".into(),
-        json!(if s.counter { "counter" } else { "gauge" }),
-    );
-    fields.insert("tags".into(), Value::Object(tags));
-    fields.insert("host".into(), json!(host));
-    let mut e = Event::from_fields(fields);
-    e.meta.source = source.clone();
-    e
+    let kind = if s.counter { "counter" } else { "gauge" };
+    metric_event(
+        source,
+        s.metric.to_string(),
+        s.value,
+        kind.to_string(),
+        tags,
+        host,
+    )
 }
 
 impl Source for HostMetrics {
@@ -283,7 +282,7 @@ impl Source for HostMetrics {
                     tokio::task::spawn_blocking(move || collect(&root, &collectors)).await?;
                 let batch: Vec<Event> = samples
                     .into_iter()
-                    .map(|s| to_event(s, &self.host, &cx.name))
+                    .filter_map(|s| to_event(s, &self.host, &cx.name))
                     .collect();
                 cx.metrics.events_in.inc_by(batch.len() as u64);
                 if !cx.out.send(batch).await {

@@ -6,12 +6,15 @@ mod demo;
 mod file;
 mod host_metrics;
 mod http;
+mod http_get;
 mod kafka;
 mod line_reader;
+mod metric_event;
 mod prometheus;
 mod socket;
 mod stdin;
 
+pub use http_get::http_get;
 use trib_pipelines::config::SourceConfig;
 use trib_pipelines::runtime::Source;
 

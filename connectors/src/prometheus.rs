@@ -1,21 +1,21 @@
-//! The Prometheus scrape source: GETs text-format endpoints at an interval (a minimal HTTP/1.0
-//! client: plain http, bounded size and time) and turns each sample into a structured event.
+//! The Prometheus scrape source: GETs text-format endpoints at an interval (`crate::http_get`)
+//! and turns each sample into a structured event.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{Map, Number, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::{Map, Value};
 use trib_pipelines::config::sources::PrometheusScrapeSource;
 use trib_pipelines::event::Event;
 use trib_pipelines::runtime::{Source, SourceContext};
 
-/// Largest response read from an endpoint.
-const MAX_BODY: u64 = 32 << 20;
+use crate::http_get::{http_get, split_url};
+use crate::metric_event::metric_event;
 
 pub struct PrometheusScrape {
     cfg: PrometheusScrapeSource,
-    targets: Vec<(String, String, String)>,
+    /// (url, host:port for the `instance` tag)
+    targets: Vec<(String, String)>,
 }
 
 impl PrometheusScrape {
@@ -26,12 +26,8 @@ impl PrometheusScrape {
             .urls
             .iter()
             .map(|u| {
-                let rest = u
-                    .strip_prefix("http://")
-                    .ok_or_else(|| anyhow::anyhow!("urls: `{u}`: only http:// endpoints"))?;
-                let (host, path) = rest.split_once('/').unwrap_or((rest, "metrics"));
-                anyhow::ensure!(!host.is_empty(), "urls: `{u}` has no host");
-                Ok((u.clone(), host.to_string(), format!("/{path}")))
+                let (host, _) = split_url(u).map_err(|e| anyhow::anyhow!("urls: {e}"))?;
+                Ok((u.clone(), host))
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
@@ -140,31 +136,6 @@ fn parse_labels(s: &str) -> Option<(Vec<(String, String)>, &str)> {
     }
 }
 
-async fn get(host: &str, path: &str, timeout: Duration) -> anyhow::Result<String> {
-    tokio::time::timeout(timeout, async {
-        let mut s = tokio::net::TcpStream::connect(host).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        (&mut s).take(MAX_BODY).read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow::anyhow!("not an HTTP response"))?;
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        anyhow::ensure!(
-            status == "200",
-            "answered {}",
-            head.lines().next().unwrap_or("")
-        );
-        Ok(body.to_string())
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out"))?
-}
-
 impl Source for PrometheusScrape {
     fn run(self: Box<Self>, mut cx: SourceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
@@ -175,8 +146,8 @@ impl Source for PrometheusScrape {
                     _ = tick.tick() => {}
                     _ = cx.stopped() => return Ok(()),
                 }
-                for (url, host, path) in &self.targets {
-                    let body = match get(host, path, timeout).await {
+                for (url, host) in &self.targets {
+                    let body = match http_get(url, timeout).await {
                         Ok(b) => b,
                         Err(e) => {
                             tracing::warn!(source = %cx.name, %url, error = %e, "scrape failed");
@@ -187,22 +158,13 @@ impl Source for PrometheusScrape {
                     let batch: Vec<Event> = parse(&body)
                         .into_iter()
                         .filter_map(|s| {
-                            let value = Number::from_f64(s.value)?;
                             let mut tags: Map<String, Value> = s
                                 .labels
                                 .into_iter()
                                 .map(|(k, v)| (k, Value::String(v)))
                                 .collect();
                             tags.insert("instance".into(), Value::String(host.clone()));
-                            let mut f = Map::new();
-                            f.insert("metric".into(), Value::String(s.metric));
-                            f.insert("value".into(), Value::Number(value));
-                            f.insert("type".into(), Value::String(s.kind));
-                            f.insert("tags".into(), Value::Object(tags));
-                            f.insert("host".into(), Value::String(host.clone()));
-                            let mut e = Event::from_fields(f);
-                            e.meta.source = cx.name.clone();
-                            Some(e)
+                            metric_event(&cx.name, s.metric, s.value, s.kind, tags, host)
                         })
                         .collect();
                     cx.metrics.events_in.inc_by(batch.len() as u64);
