@@ -79,6 +79,13 @@ impl FileTail {
     }
 }
 
+impl FileTail {
+    /// A line splitter for this source's options, starting at `at`.
+    fn splitter(&self, at: u64) -> Splitter {
+        Splitter::new(self.cfg.max_line_bytes, self.multiline.clone(), at)
+    }
+}
+
 /// One file being read.
 struct Tracked {
     id: Identity,
@@ -93,6 +100,23 @@ struct Tracked {
     pending: VecDeque<(u64, oneshot::Receiver<Status>)>,
     matched: bool,
     last_growth: Instant,
+}
+
+impl Tracked {
+    /// A file matched by the globs, read from `at`, everything before it counted as delivered.
+    fn new(s: &FileTail, id: Identity, path: &Path, file: File, at: u64) -> Self {
+        Self {
+            id,
+            path: path.display().to_string().into(),
+            file,
+            read_at: at,
+            delivered: at,
+            splitter: s.splitter(at),
+            pending: VecDeque::new(),
+            matched: true,
+            last_growth: Instant::now(),
+        }
+    }
 }
 
 fn identity(file: &File) -> std::io::Result<Option<Identity>> {
@@ -213,8 +237,7 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
                         tracing::warn!(file = %t.path, from = t.delivered, "lines were not delivered; reading them again");
                         t.pending.clear();
                         t.read_at = t.delivered;
-                        t.splitter =
-                            Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), t.delivered);
+                        t.splitter = s.splitter(t.delivered);
                         break;
                     }
                 }
@@ -326,20 +349,7 @@ fn discover(
             _ => 0,
         };
         tracing::info!(file = %path.display(), from = start, "reading file");
-        files.insert(
-            key,
-            Tracked {
-                id,
-                path: path.display().to_string().into(),
-                file,
-                read_at: start,
-                delivered: start,
-                splitter: Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), start),
-                pending: VecDeque::new(),
-                matched: true,
-                last_growth: Instant::now(),
-            },
-        );
+        files.insert(key, Tracked::new(s, id, &path, file, start));
     }
 }
 
@@ -356,7 +366,7 @@ fn truncated(s: &FileTail, files: &mut HashMap<(u64, u64), Tracked>, key: (u64, 
     let (delivered, pending) = (t.delivered, std::mem::take(&mut t.pending));
     t.read_at = 0;
     t.delivered = 0;
-    t.splitter = Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), 0);
+    t.splitter = s.splitter(0);
     if let Ok(Some(id)) = identity(&t.file) {
         t.id = id;
     }
@@ -371,25 +381,15 @@ fn truncated(s: &FileTail, files: &mut HashMap<(u64, u64), Tracked>, key: (u64, 
         let Ok(file) = File::open(&path) else {
             continue;
         };
-        if identity(&file).ok().flatten().map(|i| i.fingerprint) == Some(old.fingerprint)
-            && meta.len() >= reached
-        {
+        let Ok(Some(id)) = identity(&file) else {
+            continue;
+        };
+        if id.fingerprint == old.fingerprint && meta.len() >= reached {
             tracing::info!(file = %path.display(), from = reached, "the truncated file's copy continues from the position reached");
-            let id = identity(&file).ok().flatten().unwrap_or(old);
-            files.insert(
-                k,
-                Tracked {
-                    id,
-                    path: path.display().to_string().into(),
-                    file,
-                    read_at: reached,
-                    delivered,
-                    splitter: Splitter::new(s.cfg.max_line_bytes, s.multiline.clone(), reached),
-                    pending,
-                    matched: true,
-                    last_growth: Instant::now(),
-                },
-            );
+            let mut copy = Tracked::new(s, id, &path, file, reached);
+            copy.delivered = delivered;
+            copy.pending = pending;
+            files.insert(k, copy);
             break;
         }
     }
