@@ -97,7 +97,8 @@ node_config! {
 
 node_config! {
     /// Appends events as NDJSON to a file, fsyncs before acknowledging, and rotates by size or
-    /// age (the closed file is renamed `<path>.<unix-ms>`).
+    /// age (the closed file is renamed `<path>.<unix-ms>`, with `-N` added if that name is
+    /// taken). A partial last line left by a crash is cut off before appending.
     pub struct FileSink {
         /// File path.
         pub path: String,
