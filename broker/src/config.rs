@@ -202,7 +202,8 @@ impl BrokerConfig {
     }
 }
 
-fn split_host_port(s: &str) -> Option<(String, i32)> {
+/// Splits `host:port`; `None` when the port is missing or invalid.
+pub fn split_host_port(s: &str) -> Option<(String, i32)> {
     let (host, port) = s.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     if host.is_empty() {

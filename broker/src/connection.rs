@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -20,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions, Reply, RequestContext};
+use crate::wire;
 
 /// A response owed to the client, in request order.
 struct Pending {
@@ -32,14 +32,8 @@ struct Pending {
 /// Why a connection was closed by the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
-    #[error("frame of {size} bytes exceeds max_request_bytes {max}")]
-    FrameTooLarge { size: i64, max: usize },
-    #[error("frame of {0} bytes is too short for a request header")]
-    FrameTooShort(usize),
-    #[error("unknown api key {0}")]
-    UnknownApiKey(i16),
-    #[error("malformed request header: {0}")]
-    Header(String),
+    #[error("max_request_bytes: {0}")]
+    Frame(#[from] wire::FrameError),
     #[error(transparent)]
     Dispatch(#[from] handlers::DispatchError),
     #[error("io: {0}")]
@@ -87,14 +81,14 @@ async fn run(
     loop {
         // Take every whole frame already buffered.
         while closing.is_none() && inflight.len() < max_inflight {
-            match next_frame(&mut buf, max) {
+            match wire::next_frame(&mut buf, max) {
                 Ok(Some(frame)) => match handle_frame(broker, ctx, frame) {
                     Ok(Some(p)) => inflight.push_back(answer(p)),
                     Ok(None) => {}
                     Err(e) => closing = Some(e),
                 },
                 Ok(None) => break,
-                Err(e) => closing = Some(e),
+                Err(e) => closing = Some(e.into()),
             }
         }
         if inflight.is_empty() {
@@ -143,58 +137,30 @@ fn answer(p: Pending) -> Answer {
     })
 }
 
-/// Splits one whole frame off `buf`, refusing an oversize or negative length before allocating.
-fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ConnectionError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    if size < 0 || size as usize > max {
-        return Err(ConnectionError::FrameTooLarge {
-            size: i64::from(size),
-            max,
-        });
-    }
-    let size = size as usize;
-    if buf.len() < 4 + size {
-        // Grow toward the frame a MiB at a time, so memory follows the bytes actually received
-        // rather than the length a client claims.
-        buf.reserve((4 + size - buf.len()).min(1 << 20));
-        return Ok(None);
-    }
-    buf.advance(4);
-    Ok(Some(buf.split_to(size).freeze()))
-}
-
 /// Decodes one request frame and dispatches it.
 fn handle_frame(
     broker: &Arc<Broker>,
     ctx: &mut RequestContext,
     mut frame: Bytes,
 ) -> Result<Option<Pending>, ConnectionError> {
-    if frame.len() < 8 {
-        return Err(ConnectionError::FrameTooShort(frame.len()));
-    }
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api = ApiKey::try_from(key).map_err(|_| ConnectionError::UnknownApiKey(key))?;
+    let start = wire::request_start(&frame)?;
+    let (api, version, correlation_id) = (start.api, start.version, start.correlation_id);
     if api == ApiKey::ApiVersions {
-        if let Some((_, max)) = api_versions::supported_range(api) {
+        if let Some((_, max)) = api_versions::BROKER.supported_range(api) {
             if version > max {
                 // Unknown ApiVersions version: error 35 with a v0 body and v0 header.
                 return Ok(Some(Pending {
                     correlation_id,
                     header_version: 0,
                     body_version: 0,
-                    reply: Reply::Now(ResponseKind::ApiVersions(api_versions::unsupported())),
+                    reply: Reply::Now(ResponseKind::ApiVersions(
+                        api_versions::BROKER.unsupported(),
+                    )),
                 }));
             }
         }
     }
-    let header_version = api.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version)
-        .map_err(|e| ConnectionError::Header(e.to_string()))?;
+    let header = wire::decode_header(&mut frame, start)?;
     if let Some(id) = header.client_id {
         if *id != *ctx.client_id {
             ctx.client_id = id.to_string();
@@ -233,18 +199,13 @@ fn api_name(api: ApiKey) -> &'static str {
 }
 
 fn encode(out: &mut BytesMut, p: &Pending, body: &ResponseKind) -> Result<(), String> {
-    let start = out.len();
-    out.put_i32(0);
-    let mut header = ResponseHeader::default();
-    header.correlation_id = p.correlation_id;
-    header
-        .encode(out, p.header_version)
-        .map_err(|e| e.to_string())?;
-    body.encode(out, p.body_version)
-        .map_err(|e| e.to_string())?;
-    let len = (out.len() - start - 4) as i32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    wire::encode_response(
+        out,
+        p.correlation_id,
+        p.header_version,
+        p.body_version,
+        body,
+    )
 }
 
 #[cfg(test)]
@@ -252,6 +213,7 @@ mod tests {
     use super::*;
     use crate::config::BrokerConfig;
     use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Encodable;
     use std::time::Duration;
 
     fn encode_default(api: ApiKey, version: i16) -> Option<Vec<u8>> {
@@ -332,7 +294,11 @@ mod tests {
 
     fn supported() -> Vec<(ApiKey, i16)> {
         ApiKey::iter()
-            .filter_map(|k| api_versions::supported_range(k).map(|(lo, hi)| (k, lo, hi)))
+            .filter_map(|k| {
+                api_versions::BROKER
+                    .supported_range(k)
+                    .map(|(lo, hi)| (k, lo, hi))
+            })
             .flat_map(|(k, lo, hi)| (lo..=hi).map(move |v| (k, v)))
             .collect()
     }

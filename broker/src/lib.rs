@@ -1,7 +1,7 @@
 //! Tributary's broker: a single-node server speaking the Kafka wire protocol over a durable,
 //! segmented log.
 //!
-//! Where things go: `server` accepts connections → `connection` frames requests and keeps
+//! Where things go: `server` accepts connections → `connection` frames requests (with `wire`) and keeps
 //! responses in order → `handlers` has one module per Kafka API → `broker` is the shared state,
 //! `topics` the registry and metadata, and `log` the partitions, segments and batches.
 //! `config` and `topic_config` are the settings; `metrics` and `http` serve Prometheus metrics
@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod server;
 pub mod topic_config;
 pub mod topics;
+pub mod wire;

@@ -8,6 +8,7 @@ mod host_metrics;
 mod http;
 mod http_get;
 mod kafka;
+mod kafka_endpoint;
 mod line_reader;
 mod metric_event;
 mod prometheus;
@@ -30,5 +31,6 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::Socket(c) => Box::new(socket::Socket::new(c)?),
         SourceConfig::HostMetrics(c) => Box::new(host_metrics::HostMetrics::new(c)?),
         SourceConfig::PrometheusScrape(c) => Box::new(prometheus::PrometheusScrape::new(c)?),
+        SourceConfig::KafkaEndpoint(c) => Box::new(kafka_endpoint::KafkaEndpoint::new(c)?),
     })
 }

@@ -25,7 +25,7 @@ pub struct Meta {
     pub partition: Option<i32>,
     pub offset: Option<i64>,
     /// Set by the `route_to` transform: the topic and partition a Kafka sink writes to.
-    pub target_topic: Option<String>,
+    pub target_topic: Option<Arc<str>>,
     pub target_partition: Option<i32>,
 }
 

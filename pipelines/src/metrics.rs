@@ -1,6 +1,7 @@
 //! Prometheus metrics of running pipelines, per component: events in and out, rejected events
-//! (sent to `dead_letter`), bytes, events waiting in the component's input buffer, and a lag
-//! gauge that sources such as Kafka fill in.
+//! (sent to `dead_letter`), bytes, events waiting in the component's input buffer, a lag gauge
+//! that sources such as Kafka fill in, and request counts (produce requests a Kafka endpoint
+//! received, produce requests a Kafka sink sent: their ratio is the agent's batching gain).
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,8 @@ pub struct Metrics {
     bytes_out: Family<Labels, Counter>,
     buffered: Family<Labels, Gauge>,
     lag: Family<Labels, Gauge>,
+    requests_in: Family<Labels, Counter>,
+    requests_out: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -42,6 +45,8 @@ impl Default for Metrics {
             bytes_out: Family::default(),
             buffered: Family::default(),
             lag: Family::default(),
+            requests_in: Family::default(),
+            requests_out: Family::default(),
         };
         r.register(
             "events_in",
@@ -70,6 +75,16 @@ impl Default for Metrics {
             "Records a source is behind its input (Kafka: end offset minus position)",
             m.lag.clone(),
         );
+        r.register(
+            "requests_in",
+            "Requests a source answered (Kafka endpoint: produce requests from applications)",
+            m.requests_in.clone(),
+        );
+        r.register(
+            "requests_out",
+            "Requests a sink sent (Kafka sink: produce requests to the brokers)",
+            m.requests_out.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
         m
     }
@@ -91,6 +106,8 @@ impl Metrics {
             bytes_out: self.bytes_out.get_or_create(&l).clone(),
             buffered: self.buffered.get_or_create(&l).clone(),
             lag: self.lag.get_or_create(&l).clone(),
+            requests_in: self.requests_in.get_or_create(&l).clone(),
+            requests_out: self.requests_out.get_or_create(&l).clone(),
         }
     }
 
@@ -113,4 +130,6 @@ pub struct ComponentMetrics {
     pub bytes_out: Counter,
     pub buffered: Gauge,
     pub lag: Gauge,
+    pub requests_in: Counter,
+    pub requests_out: Counter,
 }

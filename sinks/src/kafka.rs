@@ -1,6 +1,10 @@
 //! The Kafka sink: produces to any Kafka-protocol cluster with librdkafka (acks=all,
-//! idempotent), and acknowledges an event once the broker has acknowledged its record.
+//! idempotent, per-partition batches by bytes, count and linger time), and acknowledges an event
+//! once the broker has acknowledged its record. librdkafka's statistics feed the count of produce
+//! requests sent, so the batching gain is visible next to the requests a source received.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -8,13 +12,40 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use trib_pipelines::config::sinks::{Compression, KafkaSink};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use trib_pipelines::config::sinks::{Compression, KafkaSink, Partitioner};
 use trib_pipelines::event::{get_path, value_text, Event};
+use trib_pipelines::metrics::ComponentMetrics;
 use trib_pipelines::runtime::{Sink, SinkContext};
+
+type Producer = FutureProducer<StatsContext>;
 
 pub struct Kafka {
     cfg: KafkaSink,
-    producer: FutureProducer,
+    producer: Producer,
+    requests: Arc<OnceLock<ComponentMetrics>>,
+}
+
+/// Counts the produce requests librdkafka reports having sent.
+struct StatsContext {
+    requests: Arc<OnceLock<ComponentMetrics>>,
+    seen: AtomicI64,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, s: Statistics) {
+        let total: i64 = s
+            .brokers
+            .values()
+            .filter_map(|b| b.req.get("Produce"))
+            .sum();
+        let before = self.seen.fetch_max(total, Ordering::AcqRel);
+        if let Some(c) = self.requests.get() {
+            c.requests_out
+                .inc_by(total.saturating_sub(before).max(0) as u64);
+        }
+    }
 }
 
 impl Kafka {
@@ -35,18 +66,34 @@ impl Kafka {
                     Compression::Zstd => "zstd",
                 },
             )
+            .set("batch.size", c.batch_max_bytes.to_string())
+            .set("batch.num.messages", c.batch_max_records.to_string())
+            .set(
+                "partitioner",
+                match c.partitioner {
+                    Partitioner::Murmur2 => "murmur2_random",
+                    Partitioner::Crc32 => "consistent_random",
+                    Partitioner::Random => "random",
+                },
+            )
+            .set("statistics.interval.ms", "1000")
             .set("queue.buffering.max.messages", "200000")
             .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "30000");
         for (k, v) in &c.options {
             cc.set(k, v);
         }
-        let producer: FutureProducer = cc
-            .create()
+        let requests = Arc::new(OnceLock::new());
+        let producer: Producer = cc
+            .create_with_context(StatsContext {
+                requests: requests.clone(),
+                seen: AtomicI64::new(0),
+            })
             .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
         Ok(Self {
             cfg: c.clone(),
             producer,
+            requests,
         })
     }
 }
@@ -54,6 +101,7 @@ impl Kafka {
 impl Sink for Kafka {
     fn run(self: Box<Self>, mut cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
+            let _ = self.requests.set(cx.metrics.clone());
             // Batches are enqueued as they arrive; an acknowledger task awaits the broker's
             // answers in order, so several batches are in flight at once (bounded).
             let (tx, rx) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT_BATCHES);
@@ -104,8 +152,10 @@ impl Sink for Kafka {
     }
 }
 
-/// Batches whose records are enqueued and not yet all acknowledged.
-const IN_FLIGHT_BATCHES: usize = 4;
+/// Batches whose records are enqueued and not yet all acknowledged. Memory is bounded by
+/// librdkafka's queue (enqueueing waits while it is full); this bound only has to be high
+/// enough that many small batches (one per application request) can wait out one linger.
+const IN_FLIGHT_BATCHES: usize = 4096;
 
 struct InFlight {
     events: Vec<Event>,
@@ -128,7 +178,7 @@ fn refused(e: &KafkaError) -> bool {
 
 /// Hands one event to the producer; waits while its queue is full.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &Producer,
     cfg: &KafkaSink,
     e: &Event,
 ) -> Result<(rdkafka::producer::DeliveryFuture, u64), String> {
@@ -184,7 +234,7 @@ async fn enqueue(
 /// is sent again (at-least-once) until it is acknowledged. Returns the refused events.
 async fn acknowledge(
     mut rx: tokio::sync::mpsc::Receiver<InFlight>,
-    producer: FutureProducer,
+    producer: Producer,
     cfg: KafkaSink,
     metrics: trib_pipelines::metrics::ComponentMetrics,
 ) -> Vec<(Event, String)> {

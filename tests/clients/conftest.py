@@ -53,7 +53,7 @@ def free_port() -> int:
 class Broker:
     """One `trib broker` process on loopback, restartable on the same port and data folder."""
 
-    def __init__(self, extra_args: list[str]):
+    def __init__(self, extra_args: list[str], http: bool = False):
         self.bin = trib_bin()
         if not self.bin.is_file():
             pytest.fail(f"trib binary not found at {self.bin} (set TRIB_BIN or build it)")
@@ -64,6 +64,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.bootstrap = f"{self.host}:{self.port}"
         self.extra_args = list(extra_args)
+        # The metrics endpoint, for tests that count requests (marker `broker_http`).
+        self.http_port = free_port() if http else None
         self.proc: subprocess.Popen | None = None
         self.exit_codes: list[int] = []
         self._reaped = True
@@ -78,7 +80,7 @@ class Broker:
             self.bootstrap,
             "--data-dir",
             str(self.data_dir),
-            "--no-http",
+            *(["--http", f"127.0.0.1:{self.http_port}"] if self.http_port else ["--no-http"]),
             "--num-partitions",
             "3",
             *self.extra_args,
@@ -219,7 +221,8 @@ def write_broker_config(b: Broker, settings: dict) -> Path:
 @pytest.fixture
 def broker(request):
     marker = request.node.get_closest_marker("broker_args")
-    b = Broker(list(marker.args) if marker else [])
+    b = Broker(list(marker.args) if marker else [],
+               http=request.node.get_closest_marker("broker_http") is not None)
     config_marker = request.node.get_closest_marker("broker_config")
     if config_marker:
         write_broker_config(b, dict(config_marker.kwargs))

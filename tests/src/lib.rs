@@ -1,5 +1,8 @@
 //! Test harness: starts the real `trib` binary on a free loopback port with a temporary data
-//! folder, and stops, kills (-9) or restarts it. Used by the end-to-end tests in `tests/`.
+//! folder, and stops, kills (-9) or restarts it; runs `trib run`/`trib agent`; reads topics; and
+//! frames raw Kafka requests (`wire`). Used by the end-to-end tests in `tests/`.
+
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,47 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Reads a topic from the start until `want` holds for the values read so far, or times out.
+pub fn read_until(
+    b: &TestBroker,
+    topic: &str,
+    timeout: Duration,
+    want: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", format!("reader-{topic}-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::subscribe(&c, &[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    // The condition is checked when the topic goes quiet or every 1,000 records.
+    let mut check = true;
+    while !(check && want(&out)) {
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic}: condition not met; {} records read",
+            out.len()
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push(
+                    String::from_utf8_lossy(
+                        rdkafka::message::Message::payload(&m).unwrap_or_default(),
+                    )
+                    .into_owned(),
+                );
+                check = out.len() % 1000 == 0;
+            }
+            _ => check = true,
+        }
+    }
+    out
 }
 
 /// A running broker process.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use trib_e2e::{trib_bin, TestBroker, TestPostgres, TestRun};
@@ -52,45 +51,6 @@ async fn produce(b: &TestBroker, topic: &str, records: impl IntoIterator<Item = 
     for r in futures::future::join_all(futures).await {
         r.unwrap();
     }
-}
-
-/// Reads a topic from the start until `want` holds for the values read so far, or times out.
-fn read_until(
-    b: &TestBroker,
-    topic: &str,
-    timeout: Duration,
-    want: impl Fn(&[String]) -> bool,
-) -> Vec<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set(
-            "group.id",
-            format!("reader-{topic}-{}", trib_e2e::free_port()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    // The condition is checked when the topic goes quiet or every 1,000 records.
-    let mut check = true;
-    while !(check && want(&out)) {
-        assert!(
-            Instant::now() < deadline,
-            "topic {topic}: condition not met; {} records read",
-            out.len()
-        );
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-                check = out.len() % 1000 == 0;
-            }
-            _ => check = true,
-        }
-    }
-    out
 }
 
 fn committed(b: &TestBroker, group: &str, topic: &str) -> i64 {
@@ -173,7 +133,7 @@ async fn topic_parse_filter_topic_commits_only_what_was_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "p.yaml", TOPIC_TO_TOPIC);
     let mut run = TestRun::start(&[&file], &[("BROKERS", &b.bootstrap()), ("GROUP", "g1")]);
-    let out = read_until(&b, "out", Duration::from_secs(60), |v| {
+    let out = trib_e2e::read_until(&b, "out", Duration::from_secs(60), |v| {
         v.len() >= (n / 5) as usize
     });
     let ids: BTreeSet<i64> = out.iter().map(|v| id_of(v)).collect();
@@ -248,7 +208,7 @@ async fn kill9_of_trib_run_mid_stream_loses_no_event() {
     let before = committed(&b, "g2", "in");
     assert!(before < n, "killed mid-stream (committed {before} of {n})");
     let mut run = TestRun::start(&[&file], &env);
-    let out = read_until(&b, "out", Duration::from_secs(90), |v| {
+    let out = trib_e2e::read_until(&b, "out", Duration::from_secs(90), |v| {
         v.len() as i64 >= n && v.iter().map(|x| id_of(x)).collect::<BTreeSet<_>>().len() as i64 == n
     });
     let ids: BTreeSet<i64> = out.iter().map(|v| id_of(v)).collect();
@@ -482,10 +442,10 @@ async fn example_route_topics_splits_by_status() {
     let env = [("TRIB_BROKERS", b.bootstrap())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut run = TestRun::start(&[&examples().join("route-topics.yaml")], &env);
-    let errors = read_until(&b, "web-errors", Duration::from_secs(60), |v| {
+    let errors = trib_e2e::read_until(&b, "web-errors", Duration::from_secs(60), |v| {
         v.len() >= 250
     });
-    let other = read_until(&b, "web-other", Duration::from_secs(60), |v| v.len() >= 750);
+    let other = trib_e2e::read_until(&b, "web-other", Duration::from_secs(60), |v| v.len() >= 750);
     assert!(errors.iter().all(|v| v.contains("502")));
     assert!(other.iter().all(|v| v.contains("301")));
     let all: BTreeSet<i64> = errors.iter().chain(&other).map(|v| id_of(v)).collect();

@@ -6,48 +6,19 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
     RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use trib_e2e::wire::{closed, frame, read_frame};
 use trib_e2e::TestBroker;
 
 fn connect(b: &TestBroker) -> TcpStream {
     let s = TcpStream::connect(b.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
-}
-
-fn frame<T: Encodable>(api: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = correlation;
-    h.client_id = Some(StrBytes::from_static_str("wire-test"));
-    let mut buf = BytesMut::new();
-    h.encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut out = Vec::with_capacity(buf.len() + 4);
-    out.put_i32(buf.len() as i32);
-    out.extend_from_slice(&buf);
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> std::io::Result<Bytes> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body)?;
-    Ok(Bytes::from(body))
-}
-
-/// True when the broker closed the connection (EOF or reset) without answering.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
 }
 
 fn api_versions_ok(b: &TestBroker) {

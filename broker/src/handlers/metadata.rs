@@ -15,15 +15,7 @@ use crate::topics::Topic;
 pub fn handle(b: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
     let node = BrokerId(b.config.node_id);
     let (host, port) = b.config.advertised_host_port();
-    let mut r = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node;
-    broker.host = sb(host);
-    broker.port = port;
-    r.brokers = vec![broker];
-    r.cluster_id = Some(sb(b.topics.cluster_id()));
-    r.controller_id = node;
-    r.cluster_authorized_operations = i32::MIN;
+    let mut r = single_node(node, &host, port, &b.topics.cluster_id());
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all =
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
@@ -64,13 +56,27 @@ pub fn handle(b: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataRe
 }
 
 fn describe(b: &Broker, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(b.config.node_id);
+    single_node_topic(
+        &t.name,
+        t.id,
+        t.partition_count(),
+        BrokerId(b.config.node_id),
+    )
+}
+
+/// A topic whose partitions all lead on one node (this broker, or the agent's endpoint).
+pub fn single_node_topic(
+    name: &str,
+    id: uuid::Uuid,
+    partitions: i32,
+    node: BrokerId,
+) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
-    out.name = Some(topic_name(&t.name));
-    out.topic_id = t.id;
-    out.is_internal = t.name.starts_with("__");
+    out.name = Some(topic_name(name));
+    out.topic_id = id;
+    out.is_internal = name.starts_with("__");
     out.topic_authorized_operations = i32::MIN;
-    out.partitions = (0..t.partition_count())
+    out.partitions = (0..partitions)
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
@@ -82,4 +88,18 @@ fn describe(b: &Broker, t: &Topic) -> MetadataResponseTopic {
         })
         .collect();
     out
+}
+
+/// The one-broker list and cluster fields of a single-node answer.
+pub fn single_node(node: BrokerId, host: &str, port: i32, cluster_id: &str) -> MetadataResponse {
+    let mut r = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = node;
+    broker.host = sb(host.to_string());
+    broker.port = port;
+    r.brokers = vec![broker];
+    r.cluster_id = Some(sb(cluster_id.to_string()));
+    r.controller_id = node;
+    r.cluster_authorized_operations = i32::MIN;
+    r
 }

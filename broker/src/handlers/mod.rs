@@ -73,7 +73,7 @@ pub fn dispatch(
     version: i16,
     mut body: Bytes,
 ) -> Result<Reply, DispatchError> {
-    let Some((min, max)) = api_versions::supported_range(api) else {
+    let Some((min, max)) = api_versions::BROKER.supported_range(api) else {
         return Err(DispatchError::UnknownApi(api as i16));
     };
     if version < min || version > max {
@@ -93,7 +93,7 @@ pub fn dispatch(
     let b = broker;
     Ok(match request {
         RequestKind::ApiVersions(_) => {
-            Reply::Now(ResponseKind::ApiVersions(api_versions::handle()))
+            Reply::Now(ResponseKind::ApiVersions(api_versions::BROKER.response()))
         }
         RequestKind::Metadata(r) => {
             Reply::Now(ResponseKind::Metadata(metadata::handle(b, version, r)))
@@ -166,11 +166,11 @@ pub fn dispatch(
 }
 
 /// A protocol string from a Rust string.
-pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+pub fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
 /// A topic name for a response.
-pub(crate) fn topic_name(s: &str) -> TopicName {
+pub fn topic_name(s: &str) -> TopicName {
     TopicName(sb(s))
 }

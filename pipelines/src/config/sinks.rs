@@ -147,9 +147,19 @@ node_config! {
         pub key_field: Option<String>,
         #[serde(default = "default_compression")]
         pub compression: Compression,
-        /// librdkafka `linger.ms`.
+        /// Longest a partition's batch waits to fill before it is sent (librdkafka `linger.ms`).
         #[serde(default = "default_linger")]
         pub linger_ms: u64,
+        /// Largest batch per partition in bytes (librdkafka `batch.size`).
+        #[serde(default = "default_kafka_batch_bytes")]
+        pub batch_max_bytes: usize,
+        /// Most records per partition batch (librdkafka `batch.num.messages`).
+        #[serde(default = "default_kafka_batch_records")]
+        pub batch_max_records: usize,
+        /// `murmur2` (keys land where Java clients put them; keyless records stick to one
+        /// partition per batch), `crc32`, or `random`.
+        #[serde(default)]
+        pub partitioner: Partitioner,
         /// Extra librdkafka producer properties.
         #[serde(default)]
         pub options: IndexMap<String, String>,
@@ -161,6 +171,27 @@ fn default_compression() -> Compression {
 }
 fn default_linger() -> u64 {
     5
+}
+fn default_kafka_batch_bytes() -> usize {
+    1 << 20
+}
+fn default_kafka_batch_records() -> usize {
+    10_000
+}
+
+/// How a Kafka sink picks the partition of a record that has none set.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioner {
+    /// murmur2 of the key, like the Java client; keyless records are sticky.
+    #[default]
+    Murmur2,
+    /// CRC32 of the key, like librdkafka's default; keyless records are sticky.
+    Crc32,
+    /// Any partition, ignoring the key.
+    Random,
 }
 
 node_config! {

@@ -356,6 +356,60 @@ fn default_scrape_timeout() -> u64 {
     5_000
 }
 
+/// When the Kafka endpoint answers a producer.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointAck {
+    /// Once every record of the request is delivered downstream: acknowledged by the broker, or
+    /// written to a sink's disk buffer. A producer never hears "ok" for a record the agent could
+    /// still lose.
+    #[default]
+    Delivered,
+    /// As soon as the records are accepted into the pipeline (in memory): lowest latency, but
+    /// records in flight are lost if the agent dies.
+    Received,
+}
+
+source_config! {
+    /// Speaks the Kafka protocol (ApiVersions, Metadata, InitProducerId, Produce) on a local
+    /// address, so applications keep their Kafka client and point it at the agent. Every record
+    /// becomes an event with its key, headers and timestamp, bound for the topic it was produced
+    /// to; a Kafka sink regroups them into large batches (re-partitioned by key, or sticky when
+    /// keyless). Retried batches of idempotent producers are recognised and not forwarded twice.
+    pub struct KafkaEndpointSource {
+        /// TCP address to listen on (host:port).
+        pub address: String,
+        /// host:port that Metadata tells clients to connect to; default `address`.
+        #[serde(default)]
+        pub advertised_address: Option<String>,
+        /// Partitions each topic appears to have. The sink chooses the broker's partition.
+        #[serde(default = "default_endpoint_partitions")]
+        pub partitions: i32,
+        /// When a producer gets its answer: `delivered` (default) or `received`.
+        #[serde(default)]
+        pub ack: EndpointAck,
+        /// Topics producers may write to; empty: any valid topic name.
+        #[serde(default)]
+        pub topics: Vec<String>,
+        /// Largest request accepted, in bytes; a larger frame closes the connection.
+        #[serde(default = "default_max_body")]
+        pub max_request_bytes: usize,
+        /// Longest a request waits for its records to be delivered before the producer is told
+        /// REQUEST_TIMED_OUT (it retries), in milliseconds.
+        #[serde(default = "default_endpoint_timeout")]
+        pub ack_timeout_ms: u64,
+    }
+}
+
+fn default_endpoint_partitions() -> i32 {
+    1
+}
+fn default_endpoint_timeout() -> u64 {
+    30_000
+}
+
 family! {
     /// Any source.
     pub enum SourceConfig {
@@ -368,5 +422,6 @@ family! {
         "socket" => Socket(SocketSource),
         "host_metrics" => HostMetrics(HostMetricsSource),
         "prometheus_scrape" => PrometheusScrape(PrometheusScrapeSource),
+        "kafka_endpoint" => KafkaEndpoint(KafkaEndpointSource),
     }
 }

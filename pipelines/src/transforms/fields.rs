@@ -133,7 +133,7 @@ impl Transform for SetRecord {
         }
         if let Some(t) = &self.topic {
             match t.eval(&e) {
-                Ok(Value::String(s)) if !s.is_empty() => e.meta.target_topic = Some(s),
+                Ok(Value::String(s)) if !s.is_empty() => e.meta.target_topic = Some(s.into()),
                 Ok(v) => return out.reject(e, format!("topic: {v} is not a topic name")),
                 Err(m) => return out.reject(e, format!("topic: {m}")),
             }

@@ -1,0 +1,47 @@
+//! Raw Kafka framing for tests that speak the protocol by hand: a request frame, a response
+//! frame, and whether the server closed the connection.
+
+use std::io::{Read, Write as _};
+use std::net::TcpStream;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+/// A size-prefixed request frame.
+pub fn frame<T: Encodable>(api: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
+    let mut h = RequestHeader::default();
+    h.request_api_key = api as i16;
+    h.request_api_version = version;
+    h.correlation_id = correlation;
+    h.client_id = Some(StrBytes::from_static_str("wire-test"));
+    let mut buf = BytesMut::new();
+    h.encode(&mut buf, api.request_header_version(version))
+        .expect("encode header");
+    body.encode(&mut buf, version).expect("encode body");
+    let mut out = Vec::with_capacity(buf.len() + 4);
+    out.put_i32(buf.len() as i32);
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Reads one response frame (without its size prefix).
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}
+
+/// Sends one request and reads its response frame.
+pub fn round_trip(s: &mut TcpStream, request: &[u8]) -> std::io::Result<Bytes> {
+    s.write_all(request)?;
+    read_frame(s)
+}
+
+/// True when the server closed the connection (EOF or reset) without answering.
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}

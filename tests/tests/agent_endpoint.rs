@@ -1,0 +1,166 @@
+//! The agent's Kafka endpoint on the wire: an idempotent producer's retried batch is answered
+//! without being forwarded twice, a request is answered only once its records reached the
+//! broker, and oversize frames or APIs the endpoint does not serve close only their connection.
+//! (Real clients through the endpoint: tests/clients/test_agent_endpoint.py.)
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use trib_e2e::wire::{closed, frame, round_trip};
+use trib_e2e::{free_port, read_until, TestBroker, TestRun};
+
+fn start_agent(b: &TestBroker, dir: &std::path::Path) -> (TestRun, SocketAddr) {
+    let endpoint: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "sources:\n  apps:\n    type: kafka_endpoint\n    address: {endpoint}\n    max_request_bytes: 65536\n\
+             sinks:\n  out:\n    type: kafka\n    inputs: [apps]\n    brokers: {}\n    topic: unused\n    linger_ms: 10\n",
+            b.bootstrap()
+        ),
+    )
+    .unwrap();
+    let run = TestRun::command(
+        &["agent".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+        &[],
+    );
+    run.wait_log("kafka endpoint listening", Duration::from_secs(20));
+    (run, endpoint)
+}
+
+/// A Produce v9 request of one v2 batch of an idempotent producer.
+fn produce(topic: &str, producer_id: i64, sequence: i32, values: &[&str]) -> Vec<u8> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: sequence + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(batch.freeze());
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 30_000;
+    req.topic_data = vec![td];
+    frame(ApiKey::Produce, 9, sequence, &req)
+}
+
+/// Sends a Produce request and returns each partition's error code.
+fn send(s: &mut TcpStream, request: &[u8]) -> Vec<i16> {
+    let mut resp = round_trip(s, request).expect("a produce response");
+    let header = ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9));
+    assert!(header.is_ok());
+    let r = ProduceResponse::decode(&mut resp, 9).expect("decode produce response");
+    r.responses
+        .iter()
+        .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+        .collect()
+}
+
+#[test]
+fn retried_idempotent_batches_are_forwarded_once() {
+    let b = TestBroker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, endpoint) = start_agent(&b, dir.path());
+    let mut s = TcpStream::connect(endpoint).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    let first = produce("dedupe", 4242, 0, &["a", "b", "c"]);
+    assert_eq!(send(&mut s, &first), vec![0]);
+    // The same batch again (a retry after a lost answer): acknowledged, not forwarded.
+    assert_eq!(send(&mut s, &first), vec![0]);
+    // The next batch of the same producer, and another producer's batch at sequence 0.
+    assert_eq!(send(&mut s, &produce("dedupe", 4242, 3, &["d"])), vec![0]);
+    assert_eq!(send(&mut s, &produce("dedupe", 4343, 0, &["e"])), vec![0]);
+    // Answered means delivered: the broker has all five already.
+    let got = read_until(&b, "dedupe", Duration::from_secs(30), |v| v.len() >= 5);
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["a", "b", "c", "d", "e"]);
+    // Nothing more arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let again = read_until(&b, "dedupe", Duration::from_secs(10), |v| v.len() >= 5);
+    assert_eq!(
+        again.len(),
+        5,
+        "the retried batch was forwarded twice: {again:?}"
+    );
+    assert!(agent.stop(), "the agent stops cleanly");
+}
+
+#[test]
+fn oversize_frames_and_unserved_apis_close_only_their_connection() {
+    let b = TestBroker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, endpoint) = start_agent(&b, dir.path());
+    let connect = || {
+        let s = TcpStream::connect(endpoint).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // A frame claiming 1 GiB (max_request_bytes is 64 KiB): closed before anything is read.
+    let mut s = connect();
+    std::io::Write::write_all(&mut s, &(1i32 << 30).to_be_bytes()).unwrap();
+    assert!(closed(&mut s));
+    // Fetch is listed (librdkafka needs it to write v2 batches) but not served.
+    let mut s = connect();
+    std::io::Write::write_all(
+        &mut s,
+        &frame(ApiKey::Fetch, 4, 1, &FetchRequest::default()),
+    )
+    .unwrap();
+    assert!(closed(&mut s));
+    // A batch with a broken CRC gets CORRUPT_MESSAGE and the connection stays usable.
+    let mut s = connect();
+    let mut bad = produce("crc", -1, -1, &["value-to-corrupt"]);
+    let at = bad
+        .windows(16)
+        .position(|w| w == b"value-to-corrupt")
+        .unwrap();
+    bad[at] ^= 0xff;
+    assert_eq!(send(&mut s, &bad), vec![2]);
+    assert_eq!(send(&mut s, &produce("crc", -1, -1, &["ok"])), vec![0]);
+    let got = read_until(&b, "crc", Duration::from_secs(30), |v| !v.is_empty());
+    assert_eq!(got, vec!["ok"]);
+    let log = agent.log_text();
+    assert!(log.contains("exceeds the limit of 65536"), "{log}");
+    assert!(log.contains("Fetch v4 is not served here"), "{log}");
+    assert!(agent.stop(), "the agent stops cleanly");
+}
