@@ -5,6 +5,7 @@
 #[cfg(feature = "arrow")]
 pub mod arrow;
 pub mod config;
+pub mod disk_buffer;
 pub mod event;
 pub mod expr;
 pub mod finalize;

@@ -31,6 +31,10 @@ pub struct Metrics {
     lag: Family<Labels, Gauge>,
     requests_in: Family<Labels, Counter>,
     requests_out: Family<Labels, Counter>,
+    buffer_bytes: Family<Labels, Gauge>,
+    buffer_events: Family<Labels, Gauge>,
+    buffer_dropped: Family<Labels, Counter>,
+    buffer_corrupt: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +51,10 @@ impl Default for Metrics {
             lag: Family::default(),
             requests_in: Family::default(),
             requests_out: Family::default(),
+            buffer_bytes: Family::default(),
+            buffer_events: Family::default(),
+            buffer_dropped: Family::default(),
+            buffer_corrupt: Family::default(),
         };
         r.register(
             "events_in",
@@ -85,6 +93,26 @@ impl Default for Metrics {
             "Requests a sink sent (Kafka sink: produce requests to the brokers)",
             m.requests_out.clone(),
         );
+        r.register(
+            "buffer_bytes",
+            "Bytes in a sink's disk buffer not yet delivered",
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "buffer_events",
+            "Events in a sink's disk buffer not yet delivered",
+            m.buffer_events.clone(),
+        );
+        r.register(
+            "buffer_dropped_events",
+            "Events a full disk buffer dropped (when_full: drop_newest)",
+            m.buffer_dropped.clone(),
+        );
+        r.register(
+            "buffer_corrupt_bytes",
+            "Bytes of a disk buffer cut off as torn or corrupt at start",
+            m.buffer_corrupt.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
         m
     }
@@ -108,6 +136,10 @@ impl Metrics {
             lag: self.lag.get_or_create(&l).clone(),
             requests_in: self.requests_in.get_or_create(&l).clone(),
             requests_out: self.requests_out.get_or_create(&l).clone(),
+            buffer_bytes: self.buffer_bytes.get_or_create(&l).clone(),
+            buffer_events: self.buffer_events.get_or_create(&l).clone(),
+            buffer_dropped: self.buffer_dropped.get_or_create(&l).clone(),
+            buffer_corrupt: self.buffer_corrupt.get_or_create(&l).clone(),
         }
     }
 
@@ -132,4 +164,8 @@ pub struct ComponentMetrics {
     pub lag: Gauge,
     pub requests_in: Counter,
     pub requests_out: Counter,
+    pub buffer_bytes: Gauge,
+    pub buffer_events: Gauge,
+    pub buffer_dropped: Counter,
+    pub buffer_corrupt: Counter,
 }

@@ -115,6 +115,14 @@ pub struct Input {
 }
 
 impl Input {
+    /// An input whose events are already counted (a disk buffer's output).
+    pub(crate) fn detached(rx: mpsc::Receiver<Batch>) -> Self {
+        Self {
+            rx,
+            metrics: ComponentMetrics::default(),
+        }
+    }
+
     pub async fn recv(&mut self) -> Option<Batch> {
         let b = self.rx.recv().await?;
         self.metrics.buffered.dec_by(b.len() as i64);
@@ -241,7 +249,14 @@ pub async fn start(
         let sink = components
             .sink(name, cfg)
             .map_err(|e| e.context(format!("sink `{name}`")))?;
-        sinks.push((name.clone(), cfg.kind(), sink));
+        let buffer = match cfg.buffer() {
+            Some(b) => Some(
+                crate::disk_buffer::open(name, b, cm(name, cfg.kind()))
+                    .map_err(|e| anyhow::anyhow!("sink `{name}`: {e}"))?,
+            ),
+            None => None,
+        };
+        sinks.push((name.clone(), cfg.kind(), sink, buffer));
     }
     let mut sources = Vec::new();
     for (name, cfg) in &p.sources {
@@ -256,18 +271,27 @@ pub async fn start(
             .map_err(|m| anyhow::anyhow!("transform `{name}`: {m}"))?;
         transforms.push((name.clone(), cfg.kind(), cfg.named_outputs().len(), t));
     }
-    for (name, kind, sink) in sinks {
+    for (name, kind, sink, buffer) in sinks {
         let m = cm(&name, kind);
         let rx = inputs
             .get_mut(&name)
             .and_then(|(_, rx)| rx.take())
             .ok_or_else(|| anyhow::anyhow!("no channel for `{name}`"))?;
+        let mut input = Input {
+            rx,
+            metrics: m.clone(),
+        };
+        if let Some(buffer) = buffer {
+            let (buffered, buffer_tasks) = buffer.start(input);
+            input = buffered;
+            for t in buffer_tasks {
+                let label = format!("{name} (disk buffer)");
+                tasks.spawn(async move { (label, t.await) });
+            }
+        }
         let cx = SinkContext {
             name: name.as_str().into(),
-            input: Input {
-                rx,
-                metrics: m.clone(),
-            },
+            input,
             dead_letter: fanout(&name, DEAD_LETTER_PORT, &m),
             metrics: m,
         };

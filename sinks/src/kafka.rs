@@ -230,8 +230,9 @@ async fn enqueue(
     }
 }
 
-/// Awaits each batch's acknowledgements in order; a record that fails for a transient reason
-/// is sent again (at-least-once) until it is acknowledged. Returns the refused events.
+/// Awaits each batch's acknowledgements in order. Records that fail for a transient reason
+/// (broker away, message timeout) are sent again together, with backoff, until acknowledged
+/// (at-least-once). Returns the refused events.
 async fn acknowledge(
     mut rx: tokio::sync::mpsc::Receiver<InFlight>,
     producer: Producer,
@@ -240,42 +241,53 @@ async fn acknowledge(
 ) -> Vec<(Event, String)> {
     let mut refused_events = Vec::new();
     while let Some(f) = rx.recv().await {
-        let before = refused_events.len();
-        let n = f.events.len();
-        for (e, mut fut) in f.events.into_iter().zip(f.pending) {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match fut.await {
+        let (mut events, mut pending) = (f.events, f.pending);
+        let mut delivered = 0u64;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let results = futures::future::join_all(pending).await;
+            let mut again = Vec::new();
+            let mut last_error = String::new();
+            for (e, r) in events.into_iter().zip(results) {
+                match r {
                     Ok(Ok(_)) => {
                         e.deliver();
-                        break;
+                        delivered += 1;
                     }
                     Ok(Err((err, _))) if refused(&err) => {
                         refused_events.push((e, err.to_string()));
-                        break;
                     }
-                    other => {
-                        let m = match other {
-                            Ok(Err((err, _))) => err.to_string(),
-                            _ => "the producer went away".into(),
-                        };
-                        tracing::warn!(error = %m, retry_in = ?backoff, "record not acknowledged; sending it again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        match enqueue(&producer, &cfg, &e).await {
-                            Ok((next, _)) => fut = next,
-                            Err(reason) => {
-                                refused_events.push((e, reason));
-                                break;
-                            }
-                        }
+                    Ok(Err((err, _))) => {
+                        last_error = err.to_string();
+                        again.push(e);
+                    }
+                    Err(_) => {
+                        last_error = "the producer went away".into();
+                        again.push(e);
                     }
                 }
             }
+            if again.is_empty() {
+                break;
+            }
+            tracing::warn!(records = again.len(), error = %last_error, retry_in = ?backoff, "records not acknowledged; sending them again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            (events, pending) = (
+                Vec::with_capacity(again.len()),
+                Vec::with_capacity(again.len()),
+            );
+            for e in again {
+                match enqueue(&producer, &cfg, &e).await {
+                    Ok((next, _)) => {
+                        pending.push(next);
+                        events.push(e);
+                    }
+                    Err(reason) => refused_events.push((e, reason)),
+                }
+            }
         }
-        metrics
-            .events_out
-            .inc_by((n - (refused_events.len() - before)) as u64);
+        metrics.events_out.inc_by(delivered);
         metrics.bytes_out.inc_by(f.bytes);
     }
     refused_events

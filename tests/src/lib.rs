@@ -463,6 +463,21 @@ impl TestRun {
     pub fn get(&self, path: &str) -> String {
         http_get(self.http, path)
     }
+
+    /// The sum of a pipeline metric (`trib_pipeline_<name>`, counters without `_total`) over
+    /// the series of one component.
+    pub fn metric(&self, name: &str, component: &str) -> f64 {
+        let label = format!("component=\"{component}\"");
+        self.get("/metrics")
+            .lines()
+            .filter(|l| {
+                (l.starts_with(&format!("trib_pipeline_{name}{{"))
+                    || l.starts_with(&format!("trib_pipeline_{name}_total{{")))
+                    && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 impl Drop for TestRun {

@@ -46,6 +46,28 @@ macro_rules! node_config {
     };
 }
 
+/// Declares a sink config struct (`type`, `inputs`, and the optional disk `buffer`).
+macro_rules! sink_config {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
+        node_config! {
+            $(#[$m])*
+            pub struct $name {
+                /// A write-ahead buffer on disk in front of the sink (none by default: events
+                /// wait in memory, and upstream waits while the sink is slow or down).
+                #[serde(default)]
+                pub buffer: Option<$crate::config::sinks::DiskBufferConfig>,
+                $($(#[$fm])* pub $f: $t,)*
+            }
+        }
+
+        impl $crate::config::sinks::HasBuffer for $name {
+            fn buffer(&self) -> Option<&$crate::config::sinks::DiskBufferConfig> {
+                self.buffer.as_ref()
+            }
+        }
+    };
+}
+
 /// Declares a family enum over kind structs, with typed dispatch by the `type` string.
 macro_rules! family {
     ($(#[$m:meta])* pub enum $name:ident { $($kind:literal => $variant:ident($cfg:ty),)* }) => {

@@ -87,7 +87,7 @@ fn default_text() -> Encoding {
     Encoding::Text
 }
 
-node_config! {
+sink_config! {
     /// Prints events to standard output, one per line.
     pub struct ConsoleSink {
         #[serde(default = "default_text")]
@@ -95,7 +95,7 @@ node_config! {
     }
 }
 
-node_config! {
+sink_config! {
     /// Appends events as NDJSON to a file, fsyncs before acknowledging, and rotates by size or
     /// age (the closed file is renamed `<path>.<unix-ms>`, with `-N` added if that name is
     /// taken). A partial last line left by a crash is cut off before appending.
@@ -133,7 +133,7 @@ pub enum Compression {
     Zstd,
 }
 
-node_config! {
+sink_config! {
     /// Produces events to a topic of any Kafka-protocol cluster (acks=all, idempotent). An event
     /// is acknowledged upstream when the broker has acknowledged it.
     pub struct KafkaSink {
@@ -194,7 +194,7 @@ pub enum Partitioner {
     Random,
 }
 
-node_config! {
+sink_config! {
     /// POSTs batches of events (NDJSON or a JSON array) to a URL, retrying on connection errors,
     /// 429 and 5xx; other 4xx answers send the batch to `dead_letter`.
     pub struct HttpSink {
@@ -228,7 +228,7 @@ fn default_http_body() -> HttpBody {
     HttpBody::Ndjson
 }
 
-node_config! {
+sink_config! {
     /// Writes events into a PostgreSQL table with `COPY ... FROM STDIN`, one transaction per
     /// batch. A batch the server rejects for its data is split to find the bad rows, which go to
     /// `dead_letter`; connection errors are retried.
@@ -243,6 +243,76 @@ node_config! {
         pub batch: Batch,
         #[serde(default)]
         pub retry: Retry,
+    }
+}
+
+/// What a disk buffer does when it is full.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Upstream waits until the sink has caught up (nothing is lost).
+    #[default]
+    Block,
+    /// New events are dropped (and counted in `trib_pipeline_buffer_dropped_events_total`).
+    DropNewest,
+}
+
+/// The kinds of sink buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    Disk,
+}
+
+/// A write-ahead buffer on disk in front of a sink. Events are acknowledged upstream once they
+/// are written to the buffer (so a file source advances and a producer is answered while the
+/// destination is away); the sink reads them back and the buffer forgets them only when the sink
+/// has delivered them. Records are checksummed; at start a torn or corrupt tail is cut off and
+/// reported.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskBufferConfig {
+    /// `disk`.
+    #[serde(rename = "type")]
+    pub kind: BufferKind,
+    /// Folder of the buffer's segment files (one folder per sink).
+    pub path: String,
+    /// Most bytes on disk.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub max_bytes: u64,
+    /// `block` (default) or `drop_newest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// How often written records are fsynced, in ms; 0: before every acknowledgement. Records
+    /// survive a crash of the agent (kill -9) either way; this bounds what a power loss takes.
+    #[serde(default = "default_buffer_fsync")]
+    pub fsync_interval_ms: u64,
+}
+
+fn default_buffer_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_buffer_fsync() -> u64 {
+    1000
+}
+
+/// Sink configs that can have a disk buffer.
+pub trait HasBuffer {
+    fn buffer(&self) -> Option<&DiskBufferConfig>;
+}
+
+impl SinkConfig {
+    /// The sink's disk buffer, if it has one.
+    pub fn buffer(&self) -> Option<&DiskBufferConfig> {
+        match self {
+            SinkConfig::Console(c) => c.buffer(),
+            SinkConfig::File(c) => c.buffer(),
+            SinkConfig::Kafka(c) => c.buffer(),
+            SinkConfig::Http(c) => c.buffer(),
+            SinkConfig::Postgres(c) => c.buffer(),
+        }
     }
 }
 
