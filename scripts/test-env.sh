@@ -2,7 +2,8 @@
 # Sets up everything the multi-client compatibility suite (tests/clients) needs:
 #   - kcat (Debian's package, librdkafka 2.0.2),
 #   - a Python venv at ${TRIB_VENV:-$HOME/.cache/tributary/venv} with tests/clients/requirements.txt,
-#   - kafkajs in tests/clients/node/node_modules.
+#   - kafkajs in tests/clients/node/node_modules,
+#   - PostgreSQL's server binaries and systemd-journal-remote (for the pipeline and agent tests).
 # Idempotent: each step is skipped when a stamp shows it is already done, so a second run takes
 # well under a second. Works as root on a fresh Debian machine (installs kcat, python3-venv and
 # nodejs/npm when missing). Does not build the broker: see TRIB_BIN in tests/clients/conftest.py.
@@ -91,6 +92,11 @@ fi
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     apt_install postgresql
+fi
+
+# --- journald (journalctl, and journal-remote to write real journal files for the tests) ----
+if ! command -v journalctl >/dev/null 2>&1 || [ ! -x /lib/systemd/systemd-journal-remote ]; then
+    apt_install systemd systemd-journal-remote
 fi
 
 # --- where things are -----------------------------------------------------------------------

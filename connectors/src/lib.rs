@@ -7,6 +7,7 @@ mod file;
 mod host_metrics;
 mod http;
 mod http_get;
+mod journald;
 mod kafka;
 mod kafka_endpoint;
 mod line_reader;
@@ -32,5 +33,6 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::HostMetrics(c) => Box::new(host_metrics::HostMetrics::new(c)?),
         SourceConfig::PrometheusScrape(c) => Box::new(prometheus::PrometheusScrape::new(c)?),
         SourceConfig::KafkaEndpoint(c) => Box::new(kafka_endpoint::KafkaEndpoint::new(c)?),
+        SourceConfig::Journald(c) => Box::new(journald::Journald::new(c)?),
     })
 }

@@ -24,8 +24,9 @@ async fn stopped(s: &mut watch::Receiver<bool>) {
     let _ = s.wait_for(|v| *v).await;
 }
 
-/// Reads lines until end of input or stop; `make(line, truncated)` turns a line into an event.
-/// Returns false if the pipeline has gone.
+/// Reads lines until end of input or stop; `make(line, truncated)` turns a line into an event,
+/// and `seal` sees each batch just before it is sent (to attach acknowledgements). Returns false
+/// if the pipeline has gone.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_lines<R: AsyncBufRead + Unpin>(
     mut input: R,
@@ -36,6 +37,7 @@ pub async fn read_lines<R: AsyncBufRead + Unpin>(
     out: &Fanout,
     metrics: &ComponentMetrics,
     mut make: impl FnMut(Vec<u8>, bool) -> Option<Event>,
+    mut seal: impl FnMut(&mut Vec<Event>),
 ) -> anyhow::Result<bool> {
     let mut batch = Vec::new();
     let mut line = Vec::new();
@@ -62,6 +64,7 @@ pub async fn read_lines<R: AsyncBufRead + Unpin>(
             {
                 Ok(r) => r?,
                 Err(_) => {
+                    seal(&mut batch);
                     if !out.send(std::mem::take(&mut batch)).await {
                         return Ok(false);
                     }
@@ -124,9 +127,15 @@ pub async fn read_lines<R: AsyncBufRead + Unpin>(
             batch.push(e);
             metrics.events_in.inc();
         }
-        if batch.len() >= 1000 && !out.send(std::mem::take(&mut batch)).await {
-            return Ok(false);
+        if batch.len() >= 1000 {
+            seal(&mut batch);
+            if !out.send(std::mem::take(&mut batch)).await {
+                return Ok(false);
+            }
         }
+    }
+    if !batch.is_empty() {
+        seal(&mut batch);
     }
     Ok(out.send(batch).await)
 }

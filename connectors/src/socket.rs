@@ -168,6 +168,7 @@ fn spawn_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             &out,
             &metrics,
             make,
+            |_| {},
         )
         .await
         {

@@ -39,6 +39,7 @@ impl Source for Stdin {
                     e.meta.source = name.clone();
                     Some(e)
                 },
+                |_| {},
             )
             .await?;
             Ok(())

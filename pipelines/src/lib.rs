@@ -12,6 +12,7 @@ pub mod finalize;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
+pub mod state_file;
 pub mod supervisor;
 pub mod transforms;
 pub mod unit_test;

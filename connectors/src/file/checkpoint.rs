@@ -59,19 +59,9 @@ impl Checkpoint {
 
     /// Writes it atomically.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        let tmp = dir.join("checkpoints.json.tmp");
         let bytes = serde_json::to_vec_pretty(self)?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, Self::path(dir))?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
+        trib_pipelines::state_file::write_atomic(dir, "checkpoints.json", &bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write the checkpoint in {}: {e}", dir.display()))
     }
 }
 

@@ -356,6 +356,39 @@ fn default_scrape_timeout() -> u64 {
     5_000
 }
 
+source_config! {
+    /// Reads the systemd journal through `journalctl --follow --output=json`. Each entry is an
+    /// event with its journal fields (`MESSAGE` becomes `message`, `_HOSTNAME` `host`, and the
+    /// entry's time the event time). The cursor of the last delivered entry is saved in
+    /// `state_dir`, so a restart continues after it.
+    pub struct JournaldSource {
+        /// Folder for the saved cursor.
+        pub state_dir: String,
+        /// Read the journal files in this folder instead of the system journal.
+        #[serde(default)]
+        pub directory: Option<String>,
+        /// Only entries of these systemd units (`nginx.service`, ...); empty: all.
+        #[serde(default)]
+        pub units: Vec<String>,
+        /// Only entries of the current boot.
+        #[serde(default)]
+        pub current_boot_only: bool,
+        /// Without a saved cursor: start at the end of the journal (true) or read it all.
+        #[serde(default)]
+        pub since_now: bool,
+        /// The journalctl program.
+        #[serde(default = "default_journalctl")]
+        pub journalctl_path: String,
+        /// Longest entry (one JSON line) in bytes; a longer one is skipped and logged.
+        #[serde(default = "default_max_line")]
+        pub max_entry_bytes: usize,
+    }
+}
+
+fn default_journalctl() -> String {
+    "journalctl".into()
+}
+
 /// When the Kafka endpoint answers a producer.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
@@ -423,5 +456,6 @@ family! {
         "host_metrics" => HostMetrics(HostMetricsSource),
         "prometheus_scrape" => PrometheusScrape(PrometheusScrapeSource),
         "kafka_endpoint" => KafkaEndpoint(KafkaEndpointSource),
+        "journald" => Journald(JournaldSource),
     }
 }

@@ -3,7 +3,6 @@
 //! checks that find where a segment's valid records end.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -147,11 +146,11 @@ pub fn read_ack(dir: &Path) -> Option<Position> {
     Some(Position { segment, offset })
 }
 
-/// Saves the acknowledged position (write then rename, so a crash leaves the old or the new).
+/// Saves the acknowledged position (atomically: a crash leaves the old or the new).
 pub fn write_ack(dir: &Path, pos: Position) -> std::io::Result<()> {
-    let tmp = dir.join("ack.tmp");
-    let mut f = File::create(&tmp)?;
-    writeln!(f, "{} {}", pos.segment, pos.offset)?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(ACK))
+    crate::state_file::write_atomic(
+        dir,
+        ACK,
+        format!("{} {}\n", pos.segment, pos.offset).as_bytes(),
+    )
 }
