@@ -91,6 +91,68 @@ pub fn encode_response(
     Ok(())
 }
 
+/// Appends one size-prefixed request frame (for clients speaking the protocol by hand:
+/// benchmarks and tests).
+pub fn encode_request<T: Encodable>(
+    out: &mut BytesMut,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    body: &T,
+) -> Result<(), String> {
+    let start = out.len();
+    out.put_i32(0);
+    let mut h = RequestHeader::default();
+    h.request_api_key = api as i16;
+    h.request_api_version = version;
+    h.correlation_id = correlation_id;
+    h.client_id = Some(kafka_protocol::protocol::StrBytes::from_string(
+        client_id.to_string(),
+    ));
+    h.encode(out, api.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    body.encode(out, version).map_err(|e| e.to_string())?;
+    let len = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// A Produce request carrying `records` as one v2 batch for one partition (for clients
+/// speaking the protocol by hand: benchmarks and tests).
+pub fn single_batch_produce(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: &[kafka_protocol::records::Record],
+) -> Result<kafka_protocol::messages::ProduceRequest, String> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(batch.freeze());
+    let mut td = TopicProduceData::default();
+    td.name = kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        topic.to_string(),
+    ));
+    td.partition_data = vec![pd];
+    let mut req = kafka_protocol::messages::ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 30_000;
+    req.topic_data = vec![td];
+    Ok(req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

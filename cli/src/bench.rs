@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Rebalance(RebalanceBench),
     /// Offset commits per second from one group member.
     Commit(CommitBench),
+    /// Many small applications, one record per request each (the agent's Kafka endpoint load).
+    Producers(crate::bench_producers::ProducersBench),
 }
 
 #[derive(Args)]
@@ -161,6 +163,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(a) => tokio::task::spawn_blocking(move || consume(a)).await?,
         BenchCommand::Rebalance(a) => rebalance(a).await,
         BenchCommand::Commit(a) => tokio::task::spawn_blocking(move || commit(a)).await?,
+        BenchCommand::Producers(a) => crate::bench_producers::run(a).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_producers;
 mod broker_cmd;
 mod client;
 mod consume;

@@ -77,8 +77,8 @@ impl Kafka {
                 },
             )
             .set("statistics.interval.ms", "1000")
-            .set("queue.buffering.max.messages", "200000")
-            .set("queue.buffering.max.kbytes", "65536")
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "32768")
             .set("message.timeout.ms", "30000");
         for (k, v) in &c.options {
             cc.set(k, v);
@@ -103,8 +103,10 @@ impl Sink for Kafka {
         Box::pin(async move {
             let _ = self.requests.set(cx.metrics.clone());
             // Batches are enqueued as they arrive; an acknowledger task awaits the broker's
-            // answers in order, so several batches are in flight at once (bounded).
-            let (tx, rx) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT_BATCHES);
+            // answers in order, so several batches are in flight at once, bounded by records
+            // (many small batches, as from the Kafka endpoint, fit as well as a few big ones).
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<InFlight>();
+            let room = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_RECORDS));
             let acker = tokio::spawn(acknowledge(
                 rx,
                 self.producer.clone(),
@@ -113,6 +115,10 @@ impl Sink for Kafka {
             ));
             let mut dead_letter = Vec::new();
             while let Some(batch) = cx.input.recv().await {
+                let permits = batch.len().clamp(1, IN_FLIGHT_RECORDS) as u32;
+                let Ok(permit) = room.clone().acquire_many_owned(permits).await else {
+                    break;
+                };
                 let mut pending = Vec::with_capacity(batch.len());
                 let mut bytes = 0u64;
                 let mut events = Vec::with_capacity(batch.len());
@@ -134,8 +140,9 @@ impl Sink for Kafka {
                     events,
                     pending,
                     bytes,
+                    _room: permit,
                 };
-                if tx.send(flight).await.is_err() {
+                if tx.send(flight).is_err() {
                     break;
                 }
             }
@@ -152,15 +159,16 @@ impl Sink for Kafka {
     }
 }
 
-/// Batches whose records are enqueued and not yet all acknowledged. Memory is bounded by
-/// librdkafka's queue (enqueueing waits while it is full); this bound only has to be high
-/// enough that many small batches (one per application request) can wait out one linger.
-const IN_FLIGHT_BATCHES: usize = 4096;
+/// Records enqueued and not yet acknowledged: enough to keep librdkafka's batches full at full
+/// speed, few enough to keep the agent's memory small.
+const IN_FLIGHT_RECORDS: usize = 50_000;
 
 struct InFlight {
     events: Vec<Event>,
     pending: Vec<rdkafka::producer::DeliveryFuture>,
     bytes: u64,
+    /// Released when the batch is acknowledged.
+    _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Errors that no retry can fix for this record.
@@ -234,7 +242,7 @@ async fn enqueue(
 /// (broker away, message timeout) are sent again together, with backoff, until acknowledged
 /// (at-least-once). Returns the refused events.
 async fn acknowledge(
-    mut rx: tokio::sync::mpsc::Receiver<InFlight>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<InFlight>,
     producer: Producer,
     cfg: KafkaSink,
     metrics: trib_pipelines::metrics::ComponentMetrics,
@@ -245,7 +253,12 @@ async fn acknowledge(
         let mut delivered = 0u64;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let results = futures::future::join_all(pending).await;
+            // In order, one by one: they complete about in order, and join_all would box
+            // every future.
+            let mut results = Vec::with_capacity(pending.len());
+            for fut in pending {
+                results.push(fut.await);
+            }
             let mut again = Vec::new();
             let mut last_error = String::new();
             for (e, r) in events.into_iter().zip(results) {

@@ -4,25 +4,16 @@
 use std::io::{Read, Write as _};
 use std::net::TcpStream;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
 
 /// A size-prefixed request frame.
 pub fn frame<T: Encodable>(api: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = correlation;
-    h.client_id = Some(StrBytes::from_static_str("wire-test"));
     let mut buf = BytesMut::new();
-    h.encode(&mut buf, api.request_header_version(version))
-        .expect("encode header");
-    body.encode(&mut buf, version).expect("encode body");
-    let mut out = Vec::with_capacity(buf.len() + 4);
-    out.put_i32(buf.len() as i32);
-    out.extend_from_slice(&buf);
-    out
+    trib_broker::wire::encode_request(&mut buf, api, version, correlation, "wire-test", body)
+        .expect("encode request");
+    buf.to_vec()
 }
 
 /// Reads one response frame (without its size prefix).

@@ -6,15 +6,10 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, FetchRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::records::{Record, TimestampType};
 use trib_e2e::wire::{closed, frame, round_trip};
 use trib_e2e::{free_port, read_until, TestBroker, TestRun};
 
@@ -59,26 +54,7 @@ fn produce(topic: &str, producer_id: i64, sequence: i32, values: &[&str]) -> Vec
             headers: Default::default(),
         })
         .collect();
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    let mut pd = PartitionProduceData::default();
-    pd.index = 0;
-    pd.records = Some(batch.freeze());
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.to_string()));
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 30_000;
-    req.topic_data = vec![td];
+    let req = trib_broker::wire::single_batch_produce(topic, 0, -1, &records).unwrap();
     frame(ApiKey::Produce, 9, sequence, &req)
 }
 

@@ -186,7 +186,7 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
                 dirty = true;
                 continue;
             }
-            let mut batch = Vec::new();
+            let mut batch = Vec::with_capacity(s.cfg.batch.min(100_000));
             let (notifier, rx) = BatchNotifier::new();
             while batch.len() < s.cfg.batch {
                 let n = t.file.read_at(&mut buf, t.read_at).unwrap_or(0);
