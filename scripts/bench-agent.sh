@@ -7,7 +7,8 @@
 #   2. many applications -> the agent's Kafka endpoint -> broker: P applications, each sending
 #      one record per Produce request at R records/s for D seconds (`trib bench producers`);
 #      the broker's produce requests per second, from its /metrics, against the applications'.
-# Usage: scripts/bench-agent.sh [N] [P] [R] [D]   (default 5,000,000 lines; 1000 x 10/s for 30 s)
+# Usage: scripts/bench-agent.sh [N] [P] [R] [D]   (default 5,000,000 lines, 0 skips part 1;
+#        1000 applications x 10 records/s for 30 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
@@ -40,6 +41,7 @@ sleep 1
 "$T" topic create logs -p 4 >/dev/null
 "$T" topic create apps -p 3 >/dev/null
 
+if [ "$N" -gt 0 ]; then
 echo "== 1. file -> broker, $N lines of 200 bytes"
 mkdir -p "$WORK/logs"
 python3 - "$N" "$WORK/logs/app.log" <<'PY'
@@ -72,6 +74,7 @@ echo "$N lines ($(( BYTES / 1048576 )) MiB) in ${secs}s: $(echo "$BYTES / 104857
      "agent CPU ${acpu} ms ($(echo "scale=2; $acpu / 1000 / $secs" | bc) cores), peak RSS $(( $(hwm_kib $AGENT) / 1024 )) MiB;" \
      "broker CPU $(( $(cpu_ms $BROKER) - b0 )) ms"
 kill -TERM $AGENT; wait $AGENT || true
+fi
 
 echo "== 2. $P applications x $R records/s -> the agent's Kafka endpoint -> broker, ${D}s"
 cat >"$WORK/agent2.yaml" <<EOF2

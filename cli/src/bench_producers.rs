@@ -91,10 +91,13 @@ pub async fn run(a: ProducersBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests one application keeps in flight, as Kafka clients do by default.
+const IN_FLIGHT: usize = 5;
+
 #[allow(clippy::too_many_arguments)]
 async fn app(
     n: u64,
-    mut s: TcpStream,
+    s: TcpStream,
     topic: &str,
     size: usize,
     rate: u64,
@@ -103,60 +106,82 @@ async fn app(
     hist: &Mutex<Histogram<u64>>,
 ) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
+    let (mut rd, mut wr) = s.into_split();
     let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     // Spread the applications over the period so they do not all send at once.
     let mut next = tokio::time::Instant::now() + period.mul_f64((n % 1000) as f64 / 1000.0);
     let value = Bytes::from(vec![b'x'; size]);
     let mut out = BytesMut::new();
-    let mut i = 0i32;
-    while Instant::now() < until {
-        tokio::time::sleep_until(next).await;
-        next += period;
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: trib_pipelines::event::now_ms(),
-            key: Some(Bytes::from(format!("app-{n}"))),
-            value: Some(value.clone()),
-            headers: Default::default(),
-        };
-        let req = trib_broker::wire::single_batch_produce(topic, 0, 1, &[record])
-            .map_err(anyhow::Error::msg)?;
-        out.clear();
-        trib_broker::wire::encode_request(&mut out, ApiKey::Produce, VERSION, i, "bench-app", &req)
-            .map_err(anyhow::Error::msg)?;
-        i = i.wrapping_add(1);
-        let sent = Instant::now();
-        s.write_all(&out).await?;
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await?;
-        let size = u32::from_be_bytes(len) as usize;
-        anyhow::ensure!(size < 1 << 20, "response of {size} bytes");
-        let mut body = vec![0u8; size];
-        s.read_exact(&mut body).await?;
-        let mut body = Bytes::from(body);
-        ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(VERSION))?;
-        let r = ProduceResponse::decode(&mut body, VERSION)?;
-        let failed = r
-            .responses
-            .iter()
-            .flat_map(|t| &t.partition_responses)
-            .any(|p| p.error_code != 0);
-        if failed {
-            totals.errors.fetch_add(1, Ordering::Relaxed);
-        } else {
-            totals.sent.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut h) = hist.lock() {
-                let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+    // Send times of the requests in flight, in order (answers come in request order).
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<Instant>(IN_FLIGHT);
+    let reader = async move {
+        while let Some(sent) = sent_rx.recv().await {
+            let mut len = [0u8; 4];
+            rd.read_exact(&mut len).await?;
+            let size = u32::from_be_bytes(len) as usize;
+            anyhow::ensure!(size < 1 << 20, "response of {size} bytes");
+            let mut body = vec![0u8; size];
+            rd.read_exact(&mut body).await?;
+            let mut body = Bytes::from(body);
+            ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(VERSION))?;
+            let r = ProduceResponse::decode(&mut body, VERSION)?;
+            let failed = r
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .any(|p| p.error_code != 0);
+            if failed {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                totals.sent.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                }
             }
         }
-    }
-    Ok(())
+        Ok::<(), anyhow::Error>(())
+    };
+    let writer = async move {
+        let mut i = 0i32;
+        while Instant::now() < until {
+            tokio::time::sleep_until(next).await;
+            next += period;
+            let record = Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: trib_pipelines::event::now_ms(),
+                key: Some(Bytes::from(format!("app-{n}"))),
+                value: Some(value.clone()),
+                headers: Default::default(),
+            };
+            let req = trib_broker::wire::single_batch_produce(topic, 0, 1, &[record])
+                .map_err(anyhow::Error::msg)?;
+            out.clear();
+            trib_broker::wire::encode_request(
+                &mut out,
+                ApiKey::Produce,
+                VERSION,
+                i,
+                "bench-app",
+                &req,
+            )
+            .map_err(anyhow::Error::msg)?;
+            i = i.wrapping_add(1);
+            // Waits while IN_FLIGHT answers are owed.
+            if sent_tx.send(Instant::now()).await.is_err() {
+                break;
+            }
+            wr.write_all(&out).await?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    w.and(r)
 }
