@@ -140,3 +140,59 @@ fn oversize_frames_and_unserved_apis_close_only_their_connection() {
     assert!(log.contains("Fetch v4 is not served here"), "{log}");
     assert!(agent.stop(), "the agent stops cleanly");
 }
+
+#[test]
+fn example_agent_file_ships_logs_syslog_and_application_records() {
+    let b = TestBroker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(
+        logs.join("app.log"),
+        "first line\nError: boom\n  at frame one\nlast line\n",
+    )
+    .unwrap();
+    let syslog = format!("127.0.0.1:{}", free_port());
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.yaml");
+    let (log_dir, state) = (
+        logs.display().to_string(),
+        dir.path().join("state").display().to_string(),
+    );
+    let brokers = b.bootstrap();
+    let run = TestRun::command(
+        &["agent".as_ref(), "--config".as_ref(), example.as_os_str()],
+        &[
+            ("LOG_DIR", log_dir.as_str()),
+            ("STATE_DIR", state.as_str()),
+            ("SYSLOG_ADDRESS", syslog.as_str()),
+            ("ENDPOINT_ADDRESS", endpoint.as_str()),
+            ("TRIB_BROKERS", brokers.as_str()),
+        ],
+    );
+    run.wait_log("kafka endpoint listening", Duration::from_secs(20));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"<13>1 2026-11-22T10:00:00Z web1 app - - - hello syslog",
+        &syslog,
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(&endpoint).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(
+        send(&mut s, &produce("app-events", -1, -1, &["order 1"])),
+        vec![0]
+    );
+
+    let got = read_until(&b, "host-logs", Duration::from_secs(30), |v| v.len() >= 4);
+    assert!(
+        got.contains(&"Error: boom\n  at frame one".to_string()),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|l| l.contains("hello syslog")), "{got:?}");
+    let apps = read_until(&b, "app-events", Duration::from_secs(30), |v| !v.is_empty());
+    assert_eq!(apps, vec!["order 1"]);
+    read_until(&b, "host-metrics", Duration::from_secs(30), |v| {
+        !v.is_empty()
+    });
+}
