@@ -2,8 +2,9 @@
 # Agent benchmarks (BENCHMARKS.md, "Agent"): builds the release binary, starts a broker on
 # loopback, then
 #   1. file -> broker: N lines of 200 bytes already in a log file; `trib agent` tails it from the
-#      beginning into a topic. Time from the agent's start until its Kafka sink has N records
-#      acknowledged (read from /metrics); the agent's CPU time and peak RSS (VmHWM).
+#      beginning into a topic, with the Kafka sink's native client (agent pinned to one core,
+#      broker to the other) and with librdkafka. Time from the agent's start until its Kafka
+#      sink has N records acknowledged (read from /metrics); the agent's CPU time and peak RSS.
 #   2. many applications -> the agent's Kafka endpoint -> broker: P applications, each sending
 #      one record per Produce request at R records/s for D seconds (`trib bench producers`);
 #      the broker's produce requests per second, from its /metrics, against the applications'.
@@ -38,7 +39,6 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB"
 "$T" broker --listen "127.0.0.1:$PORT" --data-dir "$WORK/broker" --http "127.0.0.1:$BHTTP" >"$WORK/broker.log" 2>&1 &
 PIDS+=($!); BROKER=$!
 sleep 1
-"$T" topic create logs -p 4 >/dev/null
 "$T" topic create apps -p 3 >/dev/null
 
 if [ "$N" -gt 0 ]; then
@@ -53,14 +53,20 @@ with open(path, "w", buffering=1 << 20) as f:
         f.write(f"{i:012d} {pad}      \n")
 PY
 BYTES=$(stat -c %s "$WORK/logs/app.log")
+for client in native librdkafka; do
+# The native client runs on one core (taskset) with the broker on the other; librdkafka is
+# left on both cores (it needs more than one).
+pin=(); [ "$client" = native ] && pin=(taskset -c 0)
 cat >"$WORK/agent1.yaml" <<EOF2
 sources:
-  logs: {type: file, include: ["$WORK/logs/*.log"], state_dir: "$WORK/state"}
+  logs: {type: file, include: ["$WORK/logs/*.log"], state_dir: "$WORK/state-$client"}
 sinks:
-  broker: {type: kafka, inputs: [logs], brokers: "$TRIB_BROKERS", topic: logs, compression: lz4, linger_ms: 20}
+  broker: {type: kafka, client: $client, inputs: [logs], brokers: "$TRIB_BROKERS", topic: logs-$client, compression: lz4, linger_ms: 20}
 EOF2
+"$T" topic create "logs-$client" -p 4 >/dev/null
+[ "$client" = native ] && taskset -apc 1 "$BROKER" >/dev/null
 start=$(date +%s.%N)
-"$T" agent --config "$WORK/agent1.yaml" --http "127.0.0.1:$AHTTP" >"$WORK/agent1.log" 2>&1 &
+"${pin[@]}" "$T" agent --config "$WORK/agent1.yaml" --http "127.0.0.1:$AHTTP" >"$WORK/agent1.log" 2>&1 &
 AGENT=$!; PIDS+=($AGENT)
 b0=$(cpu_ms "$BROKER")
 for _ in $(seq 1 24000); do
@@ -70,10 +76,12 @@ for _ in $(seq 1 24000); do
 done
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 acpu=$(cpu_ms $AGENT)
-echo "$N lines ($(( BYTES / 1048576 )) MiB) in ${secs}s: $(echo "$BYTES / 1048576 / $secs" | bc) MiB/s, $(echo "$N / $secs" | bc) lines/s;" \
+echo "client $client${pin:+ (agent pinned to one core)}: $N lines ($(( BYTES / 1048576 )) MiB) in ${secs}s: $(echo "$BYTES / 1048576 / $secs" | bc) MiB/s, $(echo "$N / $secs" | bc) lines/s;" \
      "agent CPU ${acpu} ms ($(echo "scale=2; $acpu / 1000 / $secs" | bc) cores), peak RSS $(( $(hwm_kib $AGENT) / 1024 )) MiB;" \
      "broker CPU $(( $(cpu_ms $BROKER) - b0 )) ms"
+taskset -apc 0,1 "$BROKER" >/dev/null
 kill -TERM $AGENT; wait $AGENT || true
+done
 fi
 
 echo "== 2. $P applications x $R records/s -> the agent's Kafka endpoint -> broker, ${D}s"
@@ -81,7 +89,7 @@ cat >"$WORK/agent2.yaml" <<EOF2
 sources:
   apps: {type: kafka_endpoint, address: "127.0.0.1:$EP"}
 sinks:
-  broker: {type: kafka, inputs: [apps], brokers: "$TRIB_BROKERS", topic: unused, compression: zstd, linger_ms: 200}
+  broker: {type: kafka, client: native, inputs: [apps], brokers: "$TRIB_BROKERS", topic: unused, compression: zstd, linger_ms: 200}
 EOF2
 "$T" agent --config "$WORK/agent2.yaml" --http "127.0.0.1:$AHTTP" >"$WORK/agent2.log" 2>&1 &
 AGENT=$!; PIDS+=($AGENT)

@@ -187,7 +187,7 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
                     h.iter()
                         .map(|x| {
                             (
-                                x.key.to_string(),
+                                x.key.to_string().into(),
                                 Bytes::copy_from_slice(x.value.unwrap_or_default()),
                             )
                         })

@@ -547,7 +547,7 @@ impl Shared {
                 e.headers = r
                     .headers
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.unwrap_or_default()))
+                    .map(|(k, v)| (k.to_string().into(), v.unwrap_or_default()))
                     .collect();
                 e.meta.source = self.name.clone();
                 e.meta.topic = Some(topic.clone());

@@ -15,6 +15,9 @@ use crate::finalize::{Finalizer, Status};
 /// Structured fields, in insertion order.
 pub type Fields = Map<String, Value>;
 
+/// A header name: usually a constant (`file`, `truncated`), so no allocation per event.
+pub type HeaderName = std::borrow::Cow<'static, str>;
+
 /// Where an event came from and where a sink should send it.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
@@ -38,7 +41,7 @@ pub struct Event {
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
     pub key: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(HeaderName, Bytes)>,
     pub meta: Meta,
     finalizer: Option<Finalizer>,
 }
@@ -72,7 +75,7 @@ impl Event {
         timestamp_ms: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: Vec<(String, Bytes)>,
+        headers: Vec<(HeaderName, Bytes)>,
     ) -> Self {
         Self {
             raw: Some(Bytes::copy_from_slice(value.unwrap_or_default())),

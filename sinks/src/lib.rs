@@ -6,8 +6,10 @@ mod console;
 mod file;
 mod http;
 mod kafka;
+mod native;
 mod postgres;
 
+use trib_pipelines::config::sinks::KafkaClient;
 use trib_pipelines::config::SinkConfig;
 use trib_pipelines::runtime::Sink;
 
@@ -16,7 +18,10 @@ pub fn build(name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match cfg {
         SinkConfig::Console(c) => Box::new(console::Console::new(c)),
         SinkConfig::File(c) => Box::new(file::File::new(c)),
-        SinkConfig::Kafka(c) => Box::new(kafka::Kafka::new(name, c)?),
+        SinkConfig::Kafka(c) => match c.client {
+            KafkaClient::Librdkafka => Box::new(kafka::Kafka::new(name, c)?),
+            KafkaClient::Native => Box::new(native::NativeKafka::new(c)?),
+        },
         SinkConfig::Http(c) => Box::new(http::Http::new(c)?),
         SinkConfig::Postgres(c) => Box::new(postgres::Postgres::new(c)?),
     })

@@ -78,6 +78,23 @@ pub fn read_until(
     out
 }
 
+/// Records in each of a topic's first `partitions` partitions (low to high watermark).
+pub fn partition_counts(b: &TestBroker, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            hi - lo
+        })
+        .collect()
+}
+
 /// A running broker process.
 pub struct TestBroker {
     pub addr: SocketAddr,

@@ -90,6 +90,8 @@ impl FileTail {
 struct Tracked {
     id: Identity,
     path: Arc<str>,
+    /// The path as the `file` header of each line (shared, not copied per line).
+    header: Bytes,
     file: File,
     /// Next byte to read.
     read_at: u64,
@@ -105,9 +107,11 @@ struct Tracked {
 impl Tracked {
     /// A file matched by the globs, read from `at`, everything before it counted as delivered.
     fn new(s: &FileTail, id: Identity, path: &Path, file: File, at: u64) -> Self {
+        let shown = path.display().to_string();
         Self {
             id,
-            path: path.display().to_string().into(),
+            header: Bytes::from(shown.clone()),
+            path: shown.into(),
             file,
             read_at: at,
             delivered: at,
@@ -151,7 +155,8 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
     let mut dirty = false;
     let glob_every = Duration::from_millis(s.cfg.glob_interval_ms.max(10));
     let close_idle = Duration::from_millis(s.cfg.close_idle_ms);
-    let mut buf = vec![0u8; 1 << 20];
+    // 256 KiB reads: about a batch of 200-byte lines each, so batches stay near `batch`.
+    let mut buf = vec![0u8; 256 << 10];
     let mut first_scan = true;
     loop {
         if cx.is_stopping() {
@@ -206,11 +211,11 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
                 t.last_growth = Instant::now();
                 cx.metrics.bytes_in.inc_by(n as u64);
                 t.splitter.push(&buf[..n], |line, truncated| {
-                    batch.push(line_event(&cx.name, &t.path, line, truncated, &notifier));
+                    batch.push(line_event(&cx.name, &t.header, line, truncated, &notifier));
                 });
             }
             if let Some((line, truncated)) = t.splitter.flush_idle() {
-                batch.push(line_event(&cx.name, &t.path, line, truncated, &notifier));
+                batch.push(line_event(&cx.name, &t.header, line, truncated, &notifier));
             }
             drop(notifier);
             if batch.is_empty() {
@@ -278,15 +283,14 @@ fn tail(s: FileTail, cx: SourceContext, rt: tokio::runtime::Handle) -> anyhow::R
 
 fn line_event(
     source: &Arc<str>,
-    path: &Arc<str>,
+    path: &Bytes,
     line: Vec<u8>,
     truncated: bool,
     n: &Arc<BatchNotifier>,
 ) -> Event {
     let mut e = Event::raw(line).with_finalizer(n.finalizer());
     e.meta.source = source.clone();
-    e.headers
-        .push(("file".into(), Bytes::copy_from_slice(path.as_bytes())));
+    e.headers.push(("file".into(), path.clone()));
     if truncated {
         e.headers
             .push(("truncated".into(), Bytes::from_static(b"true")));
@@ -328,6 +332,7 @@ fn discover(
             let p = path.display().to_string();
             if *t.path != *p {
                 tracing::info!(from = %t.path, to = %p, "file renamed; following it");
+                t.header = Bytes::from(p.to_string());
                 t.path = p.into();
             }
             continue;

@@ -160,6 +160,10 @@ sink_config! {
         /// partition per batch), `crc32`, or `random`.
         #[serde(default)]
         pub partitioner: Partitioner,
+        /// `librdkafka` (default; every librdkafka property through `options`) or `native`
+        /// (batches built straight from events: the agent's fast path to the broker).
+        #[serde(default)]
+        pub client: KafkaClient,
         /// Extra librdkafka producer properties.
         #[serde(default)]
         pub options: IndexMap<String, String>,
@@ -177,6 +181,20 @@ fn default_kafka_batch_bytes() -> usize {
 }
 fn default_kafka_batch_records() -> usize {
     10_000
+}
+
+/// Which producer a Kafka sink uses.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaClient {
+    /// librdkafka: SASL/TLS and every producer property through `options`.
+    #[default]
+    Librdkafka,
+    /// Tributary's own producer: v2 record batches built straight from events per partition,
+    /// compressed once per batch, acks=all, idempotent, one request in flight per broker.
+    Native,
 }
 
 /// How a Kafka sink picks the partition of a record that has none set.

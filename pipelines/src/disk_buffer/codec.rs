@@ -137,7 +137,7 @@ fn decode(buf: &mut Bytes) -> Result<Event, DecodeError> {
     for _ in 0..headers {
         let k = text(buf, "header name")?;
         let v = get_bytes(buf, "header value")?;
-        e.headers.push((k, v));
+        e.headers.push((k.into(), v));
     }
     Ok(e)
 }
