@@ -180,13 +180,9 @@ impl Producer {
                     None => input_open = false,
                 },
                 Some(done) = inflight.next(), if !inflight.is_empty() => self.complete(done),
-                _ = tokio::time::sleep_until(next.into()), if inflight.is_empty() || self.has_open() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
         }
-    }
-
-    fn has_open(&self) -> bool {
-        self.parts.values().any(|p| p.open.is_some())
     }
 
     /// When something is due: the oldest open batch's linger, or a broker's retry time.
@@ -564,14 +560,20 @@ impl Producer {
                     trib_pipelines::event::deliver_all(sealed.events);
                 }
                 45 | 59 => {
-                    // The broker lost this producer's state: restamp and send again.
+                    // The broker lost this producer's sequences (OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    // UNKNOWN_PRODUCER_ID): carry on without idempotence rather than loop.
+                    if self.producer_id >= 0 {
+                        tracing::warn!(sink = %self.cx.name, code, "the broker lost the producer's state; sending without idempotence from now on");
+                        self.producer_id = -1;
+                        self.epoch = -1;
+                    }
                     failed = true;
-                    self.stale = true;
-                    let part = self.parts.entry(key).or_default();
-                    let sequence = part.next_sequence;
-                    part.next_sequence = part.next_sequence.wrapping_add(sealed.records) & i32::MAX;
-                    let bytes = restamp(&sealed.bytes, self.producer_id, self.epoch, sequence);
-                    part.sealed.push_front(Sealed { bytes, ..sealed });
+                    let bytes = restamp(&sealed.bytes, -1, -1, -1);
+                    self.parts
+                        .entry(key)
+                        .or_default()
+                        .sealed
+                        .push_front(Sealed { bytes, ..sealed });
                 }
                 c if retriable(c) => {
                     failed = true;
