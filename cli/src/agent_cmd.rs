@@ -50,18 +50,26 @@ async fn status(url: &str) -> anyhow::Result<()> {
     let mut components: Vec<&String> = m.keys().map(|(c, _)| c).collect();
     components.dedup();
     println!(
-        "{:<44} {:>12} {:>12} {:>10} {:>10}",
-        "pipeline/component (kind)", "events in", "events out", "errors", "buffered"
+        "{:<44} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+        "pipeline/component (kind)",
+        "events in",
+        "events out",
+        "errors",
+        "buffered",
+        "disk buffer",
+        "requests"
     );
     for c in components {
         let g = |k: &str| m.get(&(c.clone(), k.to_string())).copied().unwrap_or(0.0);
         println!(
-            "{:<44} {:>12.0} {:>12.0} {:>10.0} {:>10.0}",
+            "{:<44} {:>12.0} {:>12.0} {:>10.0} {:>10.0} {:>12.0} {:>12.0}",
             c,
             g("events_in"),
             g("events_out"),
             g("errors"),
-            g("buffered_events")
+            g("buffered_events"),
+            g("buffer_events"),
+            g("requests_in") + g("requests_out")
         );
     }
     Ok(())

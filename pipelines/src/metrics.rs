@@ -31,6 +31,7 @@ pub struct Metrics {
     lag: Family<Labels, Gauge>,
     requests_in: Family<Labels, Counter>,
     requests_out: Family<Labels, Counter>,
+    batches_out: Family<Labels, Counter>,
     buffer_bytes: Family<Labels, Gauge>,
     buffer_events: Family<Labels, Gauge>,
     buffer_dropped: Family<Labels, Counter>,
@@ -51,6 +52,7 @@ impl Default for Metrics {
             lag: Family::default(),
             requests_in: Family::default(),
             requests_out: Family::default(),
+            batches_out: Family::default(),
             buffer_bytes: Family::default(),
             buffer_events: Family::default(),
             buffer_dropped: Family::default(),
@@ -92,6 +94,11 @@ impl Default for Metrics {
             "requests_out",
             "Requests a sink sent (Kafka sink: produce requests to the brokers)",
             m.requests_out.clone(),
+        );
+        r.register(
+            "batches_out",
+            "Record batches a sink had acknowledged (Kafka sink, native client); events_out / batches_out is the mean batch",
+            m.batches_out.clone(),
         );
         r.register(
             "buffer_bytes",
@@ -136,6 +143,7 @@ impl Metrics {
             lag: self.lag.get_or_create(&l).clone(),
             requests_in: self.requests_in.get_or_create(&l).clone(),
             requests_out: self.requests_out.get_or_create(&l).clone(),
+            batches_out: self.batches_out.get_or_create(&l).clone(),
             buffer_bytes: self.buffer_bytes.get_or_create(&l).clone(),
             buffer_events: self.buffer_events.get_or_create(&l).clone(),
             buffer_dropped: self.buffer_dropped.get_or_create(&l).clone(),
@@ -164,6 +172,7 @@ pub struct ComponentMetrics {
     pub lag: Gauge,
     pub requests_in: Counter,
     pub requests_out: Counter,
+    pub batches_out: Counter,
     pub buffer_bytes: Gauge,
     pub buffer_events: Gauge,
     pub buffer_dropped: Counter,

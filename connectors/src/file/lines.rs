@@ -1,5 +1,5 @@
 //! Splits a file's bytes into line events: cuts over-long lines (the rest of such a line is
-//! skipped), joins multiline events by a start pattern, and knows the file position up to which
+//! skipped), joins multiline events by a start or a continuation pattern, and knows the file position up to which
 //! every event has been emitted (the position a checkpoint may record once they are delivered).
 
 use std::time::{Duration, Instant};
@@ -12,9 +12,25 @@ struct Pending {
     last: Instant,
 }
 
+/// How lines join into multiline events.
+#[derive(Clone)]
+pub struct Multiline {
+    pub pattern: regex::Regex,
+    /// The pattern marks lines that continue the previous one (else: lines that start one).
+    pub continuation: bool,
+    pub timeout: Duration,
+}
+
+impl Multiline {
+    fn starts_event(&self, line: &[u8]) -> bool {
+        let matched = std::str::from_utf8(line).is_ok_and(|s| self.pattern.is_match(s));
+        matched != self.continuation
+    }
+}
+
 pub struct Splitter {
     max: usize,
-    multiline: Option<(regex::Regex, Duration)>,
+    multiline: Option<Multiline>,
     /// Bytes of the line being read.
     partial: Vec<u8>,
     /// File position where `partial` starts.
@@ -27,7 +43,7 @@ pub struct Splitter {
 }
 
 impl Splitter {
-    pub fn new(max: usize, multiline: Option<(regex::Regex, Duration)>, at: u64) -> Self {
+    pub fn new(max: usize, multiline: Option<Multiline>, at: u64) -> Self {
         Self {
             max,
             multiline,
@@ -85,11 +101,11 @@ impl Splitter {
     }
 
     fn line(&mut self, line: Vec<u8>, truncated: bool, emit: &mut impl FnMut(Vec<u8>, bool)) {
-        let Some((start_re, _)) = &self.multiline else {
+        let Some(m) = &self.multiline else {
             emit(line, truncated);
             return;
         };
-        let starts = std::str::from_utf8(&line).is_ok_and(|s| start_re.is_match(s));
+        let starts = m.starts_event(&line);
         match &mut self.pending {
             Some(p) if !starts => {
                 if p.bytes.len() + 1 + line.len() <= self.max {
@@ -117,8 +133,8 @@ impl Splitter {
 
     /// A multiline event that has waited long enough for more lines.
     pub fn flush_idle(&mut self) -> Option<(Vec<u8>, bool)> {
-        let (_, timeout) = self.multiline.as_ref()?;
-        if self.pending.as_ref()?.last.elapsed() < *timeout {
+        let timeout = self.multiline.as_ref()?.timeout;
+        if self.pending.as_ref()?.last.elapsed() < timeout {
             return None;
         }
         self.pending.take().map(|p| (p.bytes, p.truncated))
@@ -155,12 +171,38 @@ mod tests {
 
     #[test]
     fn multiline_joins_continuations() {
-        let re = regex::Regex::new(r"^\S").unwrap();
-        let mut s = Splitter::new(100, Some((re, Duration::ZERO)), 0);
+        let m = Multiline {
+            pattern: regex::Regex::new(r"^\S").unwrap(),
+            continuation: false,
+            timeout: Duration::ZERO,
+        };
+        let mut s = Splitter::new(100, Some(m), 0);
         let out = run(&mut s, &[b"Error x\n  at a\n  at b\nNext\n"]);
         assert_eq!(out, vec![("Error x\n  at a\n  at b".into(), false)]);
         assert_eq!(s.emitted_up_to(), 22, "`Next` is still pending");
         assert_eq!(s.flush_idle(), Some((b"Next".to_vec(), false)));
         assert_eq!(s.emitted_up_to(), 27);
+    }
+
+    #[test]
+    fn multiline_by_continuation_pattern() {
+        // Indented lines continue the event before them.
+        let m = Multiline {
+            pattern: regex::Regex::new(r"^\s").unwrap(),
+            continuation: true,
+            timeout: Duration::ZERO,
+        };
+        let mut s = Splitter::new(100, Some(m), 0);
+        let out = run(
+            &mut s,
+            &[b"Traceback\n  File a\n  File b\nValueError\nnext\n"],
+        );
+        assert_eq!(
+            out,
+            vec![
+                ("Traceback\n  File a\n  File b".into(), false),
+                ("ValueError".into(), false)
+            ]
+        );
     }
 }

@@ -30,7 +30,7 @@ use lines::Splitter;
 pub struct FileTail {
     cfg: FileSource,
     exclude: Vec<glob::Pattern>,
-    multiline: Option<(regex::Regex, Duration)>,
+    multiline: Option<lines::Multiline>,
 }
 
 impl FileTail {
@@ -46,9 +46,23 @@ impl FileTail {
             .multiline
             .as_ref()
             .map(|m| {
-                regex::Regex::new(&m.start_pattern)
-                    .map(|r| (r, Duration::from_millis(m.timeout_ms)))
-                    .map_err(|e| anyhow::anyhow!("multiline.start_pattern: {e}"))
+                let (what, pattern, continuation) = match (
+                    &m.start_pattern,
+                    &m.continuation_pattern,
+                ) {
+                    (Some(p), None) => ("start_pattern", p, false),
+                    (None, Some(p)) => ("continuation_pattern", p, true),
+                    _ => anyhow::bail!(
+                        "multiline: give exactly one of `start_pattern` or `continuation_pattern`"
+                    ),
+                };
+                let pattern = regex::Regex::new(pattern)
+                    .map_err(|e| anyhow::anyhow!("multiline.{what}: {e}"))?;
+                Ok(lines::Multiline {
+                    pattern,
+                    continuation,
+                    timeout: Duration::from_millis(m.timeout_ms),
+                })
             })
             .transpose()?;
         pats(&c.include, "include")?;

@@ -159,8 +159,13 @@ pub enum StartAt {
 #[serde(deny_unknown_fields)]
 pub struct Multiline {
     /// A line matching this regex starts a new event; other lines belong to the previous one
-    /// (e.g. `^\\S` joins indented stack-trace lines).
-    pub start_pattern: String,
+    /// (e.g. `^\\S` joins indented stack-trace lines). Give this or `continuation_pattern`.
+    #[serde(default)]
+    pub start_pattern: Option<String>,
+    /// A line matching this regex continues the previous event; other lines start a new one
+    /// (e.g. `^\\s`). Give this or `start_pattern`.
+    #[serde(default)]
+    pub continuation_pattern: Option<String>,
     /// An event waiting for more lines is emitted after this long without one, in ms.
     #[serde(default = "default_multiline_timeout")]
     pub timeout_ms: u64,

@@ -556,6 +556,7 @@ impl Producer {
                     // Written (46: a duplicate of a batch already written).
                     self.pending -= sealed.records as usize;
                     self.cx.metrics.events_out.inc_by(sealed.records as u64);
+                    self.cx.metrics.batches_out.inc();
                     self.cx.metrics.bytes_out.inc_by(sealed.bytes.len() as u64);
                     trib_pipelines::event::deliver_all(sealed.events);
                 }
