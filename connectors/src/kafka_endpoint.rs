@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use trib_broker::handlers::api_versions::VersionTable;
 use trib_broker::handlers::metadata::{single_node, single_node_topic};
 use trib_broker::handlers::{sb, topic_name};
@@ -160,8 +160,26 @@ struct State {
     topics: HashMap<String, Arc<str>>,
     /// The next offset each partition hands out.
     offsets: HashMap<(Arc<str>, i32), i64>,
-    /// The next sequence expected per idempotent producer and partition.
-    sequences: HashMap<(i64, Arc<str>, i32), i32>,
+    /// Sequences per idempotent producer and partition.
+    sequences: HashMap<SeqKey, Sequences>,
+}
+
+type SeqKey = (i64, Arc<str>, i32);
+
+/// An idempotent producer's sequences on one partition.
+#[derive(Debug, Clone, Copy)]
+struct Sequences {
+    /// The next sequence expected (everything before was taken into the pipeline).
+    next: i32,
+    /// Everything before this was delivered (acknowledged to the producer).
+    confirmed: i32,
+}
+
+/// A forwarded batch of an idempotent producer: its partition and sequence range.
+struct Forwarded {
+    key: SeqKey,
+    first: i32,
+    last: i32,
 }
 
 /// Why a connection was closed.
@@ -379,8 +397,12 @@ impl Shared {
         let (notifier, delivered) = BatchNotifier::new();
         let mut resp = ProduceResponse::default();
         let mut events = Vec::new();
-        // Partitions whose records were forwarded: (topic slot, partition slot, sequence key).
+        // The answer is due `ack_timeout_ms` after the request arrived.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.ack_timeout_ms);
+        // Partitions whose records were forwarded: (topic slot, partition slot), and the
+        // sequence ranges of idempotent producers among them.
         let mut forwarded = Vec::new();
+        let mut sequenced = Vec::new();
         for (ti, td) in req.topic_data.into_iter().enumerate() {
             let name = td.name.0.to_string();
             let mut tr = TopicProduceResponse::default();
@@ -418,13 +440,8 @@ impl Shared {
                     }) => {
                         pr.base_offset = base_offset;
                         pr.log_start_offset = 0;
-                        if let Ok(topic) = &topic {
-                            forwarded.push((
-                                ti,
-                                pi,
-                                sequence.map(|s| (s, topic.clone(), pd.index)),
-                            ));
-                        }
+                        forwarded.push((ti, pi));
+                        sequenced.extend(sequence);
                         events.extend(records.into_iter().map(|e| {
                             if wait {
                                 e.with_finalizer(notifier.finalizer())
@@ -445,29 +462,32 @@ impl Shared {
         }
         drop(notifier);
         let sent = events.is_empty() || self.out.send(events).await;
+        // The outcome settles the sequences even if the producer has gone meanwhile, so its
+        // retry on another connection is judged by what really happened.
+        let (outcome_tx, outcome) = oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let ok = sent
+                && (!wait
+                    || matches!(
+                        tokio::time::timeout_at(deadline, delivered).await,
+                        Ok(Ok(Status::Delivered))
+                    ));
+            me.settle(&sequenced, ok);
+            let _ = outcome_tx.send(ok);
+        });
         if acks == 0 {
             return None;
         }
-        let me = self.clone();
-        let timeout = Duration::from_millis(self.cfg.ack_timeout_ms);
         Some(
             async move {
-                let ok = sent
-                    && (!wait
-                        || matches!(
-                            tokio::time::timeout(timeout, delivered).await,
-                            Ok(Ok(Status::Delivered))
-                        ));
-                if !ok {
-                    for (ti, pi, seq) in forwarded {
+                if !outcome.await.unwrap_or(false) {
+                    for (ti, pi) in forwarded {
                         let pr = &mut resp.responses[ti].partition_responses[pi];
                         pr.error_code = ResponseError::RequestTimedOut.code();
                         pr.error_message =
                             Some(sb("the records were not delivered in time; retry"));
                         pr.base_offset = -1;
-                        if let Some(((pid, base), topic, p)) = seq {
-                            me.rewind(pid, topic, p, base);
-                        }
                     }
                 }
                 resp
@@ -516,26 +536,36 @@ impl Shared {
                 i.record_count
             )));
         }
-        let pid = infos[0].producer_id;
-        let first_seq = infos[0].base_sequence;
-        let count: i32 = infos.iter().map(|i| i.record_count).sum();
-        let sequence = (pid >= 0 && first_seq >= 0).then_some((pid, first_seq));
-        if let Some((pid, first)) = sequence {
-            let last = first.wrapping_add(count - 1);
-            let key = (pid, topic.clone(), partition);
-            let mut st = self.lock();
-            if let Some(&next) = st.sequences.get(&key) {
-                // Everything in the batch came before `next`: a retry of a forwarded batch.
-                if first < next && last < next {
+        let count: i64 = infos.iter().map(|i| i64::from(i.record_count)).sum();
+        if count > i64::from(MAX_BATCH_RECORDS) {
+            return Err(corrupt(format!(
+                "{count} records in one partition's data (at most {MAX_BATCH_RECORDS})"
+            )));
+        }
+        let count = count as i32;
+        let (pid, first) = (infos[0].producer_id, infos[0].base_sequence);
+        let sequence = (pid >= 0 && first >= 0 && count > 0).then(|| Forwarded {
+            key: (pid, topic.clone(), partition),
+            first,
+            last: first.wrapping_add(count - 1),
+        });
+        if let Some(f) = &sequence {
+            if let Some(s) = self.lock().sequences.get(&f.key) {
+                if f.last < s.confirmed {
+                    // Delivered already: the producer lost our answer and sent it again.
                     return Ok(Accepted::Duplicate);
                 }
+                if f.first < s.next {
+                    // Still on its way: its outcome is not known yet.
+                    return Err((
+                        ResponseError::RequestTimedOut.code(),
+                        format!("an earlier send of this batch to {topic}/{partition} is still being delivered; retry"),
+                    ));
+                }
             }
-            if st.sequences.len() >= MAX_SEQUENCES {
-                st.sequences.clear();
-            }
-            st.sequences.insert(key, last.wrapping_add(1));
         }
-        let mut events = Vec::with_capacity(count as usize);
+        // Each record takes at least 7 bytes: the capacity is bounded by the bytes received.
+        let mut events = Vec::with_capacity((count as usize).min(buf.len() / 7));
         let now = now_ms();
         while !buf.is_empty() {
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| corrupt(e.to_string()))?;
@@ -556,6 +586,18 @@ impl Shared {
                 events.push(e);
             }
         }
+        // Taken: later sends of these sequences are retries.
+        if let Some(f) = &sequence {
+            let mut st = self.lock();
+            if st.sequences.len() >= MAX_SEQUENCES {
+                st.sequences.clear();
+            }
+            let s = st.sequences.entry(f.key.clone()).or_insert(Sequences {
+                next: f.first,
+                confirmed: f.first,
+            });
+            s.next = f.last.wrapping_add(1);
+        }
         let base_offset = {
             let mut st = self.lock();
             let next = st.offsets.entry((topic.clone(), partition)).or_insert(0);
@@ -570,11 +612,18 @@ impl Shared {
         })
     }
 
-    /// Forgets that a batch was forwarded, so the producer's retry is accepted.
-    fn rewind(&self, pid: i64, topic: Arc<str>, partition: i32, base: i32) {
+    /// Records what became of forwarded batches: delivered ones are confirmed (their retries
+    /// are answered as duplicates); undelivered ones are forgotten (their retries are taken).
+    fn settle(&self, batches: &[Forwarded], delivered: bool) {
         let mut st = self.lock();
-        if let Some(next) = st.sequences.get_mut(&(pid, topic, partition)) {
-            *next = (*next).min(base);
+        for f in batches {
+            if let Some(s) = st.sequences.get_mut(&f.key) {
+                if delivered {
+                    s.confirmed = s.confirmed.max(f.last.wrapping_add(1));
+                } else {
+                    s.next = s.next.min(f.first);
+                }
+            }
         }
     }
 }
@@ -586,7 +635,7 @@ enum Accepted {
     Records {
         records: Vec<Event>,
         base_offset: i64,
-        /// (producer id, first sequence) of an idempotent producer's batch.
-        sequence: Option<(i64, i32)>,
+        /// The sequence range of an idempotent producer's batch.
+        sequence: Option<Forwarded>,
     },
 }

@@ -196,3 +196,40 @@ fn example_agent_file_ships_logs_syslog_and_application_records() {
         !v.is_empty()
     });
 }
+
+#[test]
+fn a_retry_while_the_original_is_undelivered_is_refused_then_recognised() {
+    let mut b = TestBroker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, endpoint) = start_agent(&b, dir.path());
+    let connect = || {
+        let s = TcpStream::connect(endpoint).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s
+    };
+    // The topic exists before the broker goes away.
+    let mut s = connect();
+    assert_eq!(send(&mut s, &produce("inflight", 77, 0, &["warm-up"])), vec![0]);
+    b.stop();
+    // The original: written to the socket, its answer waits for delivery.
+    let batch = produce("inflight", 77, 1, &["only once"]);
+    let mut original = connect();
+    std::io::Write::write_all(&mut original, &batch).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // The client gives up on it and sends it again on a new connection: not delivered yet,
+    // so it is refused with a retriable error instead of being confirmed or forwarded twice.
+    let mut retry = connect();
+    assert_eq!(send(&mut retry, &batch), vec![7]);
+    b.restart();
+    // Delivered once the broker is back: the original is answered, and a later retry is
+    // recognised as done.
+    let mut resp = trib_e2e::wire::read_frame(&mut original).unwrap();
+    ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
+    let r = ProduceResponse::decode(&mut resp, 9).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(send(&mut retry, &batch), vec![0]);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = read_until(&b, "inflight", Duration::from_secs(30), |v| v.len() >= 2);
+    assert_eq!(got, vec!["warm-up", "only once"]);
+    assert!(agent.stop());
+}

@@ -46,16 +46,14 @@ impl FileTail {
             .multiline
             .as_ref()
             .map(|m| {
-                let (what, pattern, continuation) = match (
-                    &m.start_pattern,
-                    &m.continuation_pattern,
-                ) {
-                    (Some(p), None) => ("start_pattern", p, false),
-                    (None, Some(p)) => ("continuation_pattern", p, true),
-                    _ => anyhow::bail!(
+                let (what, pattern, continuation) =
+                    match (&m.start_pattern, &m.continuation_pattern) {
+                        (Some(p), None) => ("start_pattern", p, false),
+                        (None, Some(p)) => ("continuation_pattern", p, true),
+                        _ => anyhow::bail!(
                         "multiline: give exactly one of `start_pattern` or `continuation_pattern`"
                     ),
-                };
+                    };
                 let pattern = regex::Regex::new(pattern)
                     .map_err(|e| anyhow::anyhow!("multiline.{what}: {e}"))?;
                 Ok(lines::Multiline {

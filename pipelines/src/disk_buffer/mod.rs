@@ -484,7 +484,13 @@ async fn read(
                 // Lengths are published only after whole records are written, so this happens
                 // only if the file changed under us after recovery: skip the rest.
                 tracing::warn!(component = %shared.component, segment = pos.segment, offset = pos.offset, "disk buffer: unreadable bytes skipped to the end of the segment");
-                shared.metrics.buffer_corrupt.inc_by(limit - pos.offset);
+                let skipped = limit - pos.offset;
+                shared.metrics.buffer_corrupt.inc_by(skipped);
+                {
+                    let mut st = shared.lock();
+                    st.undelivered = st.undelivered.saturating_sub(skipped);
+                }
+                shared.room.notify_waiters();
                 pos.offset = limit;
             }
         }

@@ -207,6 +207,13 @@ pub fn restamp(bytes: &Bytes, producer_id: i64, epoch: i16, sequence: i32) -> By
     b.freeze()
 }
 
+/// The base sequence written in a sealed batch.
+pub fn base_sequence(bytes: &Bytes) -> i32 {
+    bytes
+        .get(53..57)
+        .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Kafka's murmur2 (the Java client's default partitioner for keyed records).
 pub fn murmur2(data: &[u8]) -> i32 {
     const M: u32 = 0x5bd1_e995;

@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 
 /// Largest response accepted.
 const MAX_RESPONSE: usize = 64 << 20;
-/// Longest a request may take, answer included.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a request may take, answer included: longer than the 30 s the broker is given
+/// (`timeout_ms`), so a slow answer is not cut off just as it comes.
+pub const DEADLINE: Duration = Duration::from_secs(40);
 
 /// Why a call failed; the connection is dropped and the request retried on a new one.
 #[derive(Debug, thiserror::Error)]

@@ -91,6 +91,9 @@ impl Sink for NativeKafka {
                 pending: 0,
                 spare: Vec::new(),
                 stale: false,
+                last_refresh: None,
+                sending: HashSet::new(),
+                unresolved: HashMap::new(),
                 dead: Vec::new(),
                 cx,
             };
@@ -145,6 +148,12 @@ struct Producer {
     spare: Vec<BytesMut>,
     /// Leaders changed or a request failed: refresh metadata before sending again.
     stale: bool,
+    last_refresh: Option<Instant>,
+    /// Partitions with a batch in flight: one at a time each, so their batches stay in order
+    /// even when their leader moves.
+    sending: HashSet<Key>,
+    /// Topics the cluster could not give partitions for, with when to ask again and why.
+    unresolved: HashMap<Arc<str>, (Instant, String)>,
     /// Refused events waiting to go to dead_letter.
     dead: Vec<Event>,
     cx: SinkContext,
@@ -157,8 +166,12 @@ impl Producer {
         let mut input_open = true;
         loop {
             self.seal_due(linger, !input_open)?;
-            if self.stale {
+            let refresh_due = self
+                .last_refresh
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
+            if self.stale && refresh_due {
                 self.stale = false;
+                self.last_refresh = Some(Instant::now());
                 let names: Vec<Arc<str>> = self.topics.keys().cloned().collect();
                 if let Err(e) = self.refresh(&names).await {
                     tracing::warn!(sink = %self.cx.name, error = %e, "metadata refresh failed");
@@ -192,7 +205,7 @@ impl Producer {
             .parts
             .values()
             .filter_map(|p| p.open.as_ref().map(|b| b.opened + linger));
-        let retries = self.retry_at.values().copied();
+        let retries = self.retry_at.values().copied().filter(|t| *t > now);
         lingers
             .chain(retries)
             .min()
@@ -229,6 +242,7 @@ impl Producer {
                 }
             }
         }
+        tracing::warn!(sink = %self.cx.name, "no broker answered InitProducerId at start: sending without idempotence");
     }
 
     /// Asks any broker for the leaders of `names` (creating topics where the cluster does).
@@ -305,26 +319,36 @@ impl Producer {
     /// The partitions of a topic, asking the cluster when it is not known yet. `Err` when the
     /// topic cannot be written (its events go to dead_letter).
     async fn partitions(&mut self, topic: &Arc<str>) -> Result<i32, String> {
+        if let Some(t) = self.topics.get(topic) {
+            return Ok(t.leaders.len() as i32);
+        }
+        if let Some((until, why)) = self.unresolved.get(topic) {
+            if Instant::now() < *until {
+                return Err(why.clone());
+            }
+        }
+        if let Err(e) = trib_broker::topics::validate_topic_name(topic) {
+            return Err(e.to_string());
+        }
         let mut wait = Duration::from_millis(50);
-        for _ in 0..40 {
-            if let Some(t) = self.topics.get(topic) {
-                return Ok(t.leaders.len() as i32);
-            }
-            if let Err(e) = trib_broker::topics::validate_topic_name(topic) {
-                return Err(e.to_string());
-            }
+        for _ in 0..8 {
             if let Err(e) = self.refresh(std::slice::from_ref(topic)).await {
                 tracing::warn!(sink = %self.cx.name, topic = %topic, error = %e, "metadata request failed; retrying");
             }
-            if self.topics.contains_key(topic) {
-                continue;
+            if let Some(t) = self.topics.get(topic) {
+                self.unresolved.remove(topic);
+                return Ok(t.leaders.len() as i32);
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        Err(format!(
-            "topic {topic} has no partitions the cluster reports"
-        ))
+        // Remembered for a while, so later events of this topic do not stall the sink again.
+        let why = format!("topic {topic} has no partitions the cluster reports (does it exist?)");
+        self.unresolved.insert(
+            topic.clone(),
+            (Instant::now() + Duration::from_secs(10), why.clone()),
+        );
+        Err(why)
     }
 
     async fn accept(&mut self, batch: Batch) -> anyhow::Result<()> {
@@ -452,9 +476,10 @@ impl Producer {
     /// partition it leads.
     fn dispatch(&mut self, inflight: &mut FuturesUnordered<BoxFuture<'static, Done>>) {
         let now = Instant::now();
+        self.retry_at.retain(|_, t| *t > now);
         let mut per_broker: HashMap<i32, Vec<Key>> = HashMap::new();
         for (k, p) in &self.parts {
-            if p.sealed.is_empty() {
+            if p.sealed.is_empty() || self.sending.contains(k) {
                 continue;
             }
             let leader = self
@@ -484,6 +509,7 @@ impl Producer {
                 }
                 if let Some(s) = self.parts.get_mut(&k).and_then(|p| p.sealed.pop_front()) {
                     size += s.bytes.len();
+                    self.sending.insert(k.clone());
                     batches.push((k, s));
                 }
             }
@@ -520,6 +546,9 @@ impl Producer {
 
     fn complete(&mut self, done: Done) {
         self.busy.remove(&done.broker);
+        for (k, _) in &done.batches {
+            self.sending.remove(k);
+        }
         let codes: HashMap<(String, i32), i16> = match &done.result {
             Ok(r) => {
                 self.cx.metrics.requests_out.inc();
@@ -589,6 +618,7 @@ impl Producer {
                         ResponseError::try_from_code(c)
                     );
                     self.pending -= sealed.records as usize;
+                    self.renumber(&key, &sealed);
                     for e in sealed.events {
                         self.dead.push(trib_pipelines::transforms::dead_letter(
                             e,
@@ -607,6 +637,26 @@ impl Producer {
             *backoff = Duration::ZERO;
             self.retry_at.remove(&done.broker);
         }
+    }
+}
+
+impl Producer {
+    /// A refused batch never took its sequence numbers: the partition's queued batches move
+    /// down to fill the gap, so the broker sees no hole in the sequence.
+    fn renumber(&mut self, key: &Key, refused: &Sealed) {
+        if self.producer_id < 0 {
+            return;
+        }
+        let Some(part) = self.parts.get_mut(key) else {
+            return;
+        };
+        let base = batch::base_sequence(&refused.bytes);
+        let mut next = base;
+        for s in part.sealed.iter_mut() {
+            s.bytes = restamp(&s.bytes, self.producer_id, self.epoch, next);
+            next = next.wrapping_add(s.records) & i32::MAX;
+        }
+        part.next_sequence = next;
     }
 }
 
