@@ -209,7 +209,10 @@ fn a_retry_while_the_original_is_undelivered_is_refused_then_recognised() {
     };
     // The topic exists before the broker goes away.
     let mut s = connect();
-    assert_eq!(send(&mut s, &produce("inflight", 77, 0, &["warm-up"])), vec![0]);
+    assert_eq!(
+        send(&mut s, &produce("inflight", 77, 0, &["warm-up"])),
+        vec![0]
+    );
     b.stop();
     // The original: written to the socket, its answer waits for delivery.
     let batch = produce("inflight", 77, 1, &["only once"]);

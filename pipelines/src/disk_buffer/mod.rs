@@ -160,6 +160,9 @@ pub fn open(
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))?;
     segments.push_back(Segment {
         id: next_id,
         len: 0,
@@ -294,7 +297,8 @@ impl Writer {
         // Room: undelivered records stay under max_bytes (a lone batch bigger than that is
         // still taken when the buffer is empty).
         loop {
-            let room = self.shared.room.notified();
+            let shared = self.shared.clone();
+            let room = shared.room.notified();
             {
                 let st = self.shared.lock();
                 if st.undelivered == 0 || st.undelivered + size <= self.shared.cfg.max_bytes {
@@ -302,7 +306,11 @@ impl Writer {
                 }
             }
             match self.shared.cfg.when_full {
-                WhenFull::Block => room.await,
+                WhenFull::Block => {
+                    // What was acknowledged is made durable before waiting, however long.
+                    self.sync().await?;
+                    room.await
+                }
                 WhenFull::DropNewest => {
                     self.shared
                         .metrics
@@ -351,6 +359,8 @@ impl Writer {
         self.id += 1;
         let path = segment::segment_path(&self.shared.dir, self.id);
         self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // The new file's name is durable too (fsync of the folder).
+        File::open(&self.shared.dir)?.sync_all()?;
         let mut st = self.shared.lock();
         if let Some(s) = st.segments.back_mut() {
             s.sealed = true;
