@@ -90,6 +90,22 @@ impl Running {
     }
 }
 
+/// A buffer holding three batches of 10 events that the sink never delivered (a crash), its
+/// config, and its segment file.
+async fn three_batches_undelivered() -> (tempfile::TempDir, DiskBufferConfig, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 20, WhenFull::Block);
+    let r = start(&cfg);
+    for i in 0..3 {
+        let (b, _) = batch(i * 10, 10);
+        r.send(b).await;
+    }
+    assert_eq!(r.finish(false).await.len(), 30);
+    let ids = segment::list(dir.path()).unwrap();
+    let seg = segment::segment_path(dir.path(), ids[0]);
+    (dir, cfg, seg)
+}
+
 fn names(from: usize, n: usize) -> Vec<String> {
     (from..from + n).map(|i| format!("event {i}")).collect()
 }
@@ -140,18 +156,8 @@ async fn undelivered_records_come_back_after_a_restart() {
 
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_reported_and_the_rest_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1 << 20, WhenFull::Block);
-    let r = start(&cfg);
-    for i in 0..3 {
-        let (b, _) = batch(i * 10, 10);
-        r.send(b).await;
-    }
-    // Stopped with nothing delivered (a crash).
-    assert_eq!(r.finish(false).await.len(), 30);
+    let (_dir, cfg, seg) = three_batches_undelivered().await;
     // Tear the last record: keep only part of it, as a crash mid-write would.
-    let ids = segment::list(dir.path()).unwrap();
-    let seg = segment::segment_path(dir.path(), ids[0]);
     let len = std::fs::metadata(&seg).unwrap().len();
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 7).unwrap();
@@ -163,16 +169,7 @@ async fn a_torn_tail_is_cut_and_reported_and_the_rest_is_kept() {
 
 #[tokio::test]
 async fn a_corrupt_record_in_the_middle_cuts_from_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1 << 20, WhenFull::Block);
-    let r = start(&cfg);
-    for i in 0..3 {
-        let (b, _) = batch(i * 10, 10);
-        r.send(b).await;
-    }
-    r.finish(false).await;
-    let ids = segment::list(dir.path()).unwrap();
-    let seg = segment::segment_path(dir.path(), ids[0]);
+    let (_dir, cfg, seg) = three_batches_undelivered().await;
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes.windows(8).position(|w| w == b"event 15").unwrap();
     bytes[at] ^= 0xff;
