@@ -12,7 +12,7 @@ use trib_pipelines::config::{SinkConfig, SourceConfig};
 use trib_pipelines::metrics::Metrics;
 use trib_pipelines::runtime::{Components, Sink, Source};
 
-/// Sources from `trib-connectors`, sinks from `trib-sinks`.
+/// Sources from `trib-connectors`, sinks from `trib-sinks` and the lake sink from `trib-lake`.
 pub struct Registry;
 
 impl Components for Registry {
@@ -20,7 +20,10 @@ impl Components for Registry {
         trib_connectors::build(name, cfg)
     }
     fn sink(&self, name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
-        trib_sinks::build(name, cfg)
+        match cfg {
+            SinkConfig::Lake(c) => Ok(Box::new(trib_lake::LakeSinkRunner::new(c)?)),
+            _ => trib_sinks::build(name, cfg),
+        }
     }
 }
 

@@ -14,14 +14,24 @@ pub fn infer_schema(events: &[Event]) -> Result<Schema, ArrowError> {
     arrow_json::reader::infer_json_schema_from_iterator(events.iter().map(|e| Ok(e.to_json())))
 }
 
+/// The schema that fits every row (JSON objects).
+pub fn infer_rows_schema(rows: &[Value]) -> Result<Schema, ArrowError> {
+    arrow_json::reader::infer_json_schema_from_iterator(rows.iter().map(|r| Ok(r.clone())))
+}
+
 /// One record batch of the events, in the given schema; a value that does not fit its column's
 /// type is an error naming the column.
 pub fn to_record_batch(events: &[Event], schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
-    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(events.len().max(1))
-        .build_decoder()?;
     let rows: Vec<Value> = events.iter().map(Event::to_json).collect();
-    decoder.serialize(&rows)?;
+    rows_to_record_batch(&rows, schema)
+}
+
+/// One record batch of JSON object rows, in the given schema.
+pub fn rows_to_record_batch(rows: &[Value], schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()?;
+    decoder.serialize(rows)?;
     Ok(decoder
         .flush()?
         .unwrap_or_else(|| RecordBatch::new_empty(schema)))

@@ -157,6 +157,23 @@ pub fn deliver_all(events: impl IntoIterator<Item = Event>) {
     events.into_iter().for_each(Event::deliver);
 }
 
+/// Year, month, day, hour, minute, second (UTC) of Unix time `t` in seconds.
+pub fn civil_utc(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -220,6 +237,13 @@ pub fn value_text(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_utc(971_211_336), (2000, 10, 10, 20, 55, 36));
+        assert_eq!(super::civil_utc(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(super::civil_utc(1_700_000_000), (2023, 11, 14, 22, 13, 20));
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -330,8 +330,68 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => c.buffer(),
             SinkConfig::Http(c) => c.buffer(),
             SinkConfig::Postgres(c) => c.buffer(),
+            SinkConfig::Lake(c) => c.buffer(),
         }
     }
+}
+
+sink_config! {
+    /// Writes events as Parquet files into a lake folder, partitioned Hive-style by table and
+    /// event time (`<path>/<table>/date=YYYY-MM-DD/hour=HH/`). A file is written whole (to a
+    /// temporary name, fsynced, renamed) before its events are acknowledged. Events read from
+    /// Kafka are exported exactly once: a file's name carries its partition and first and last
+    /// offsets, and after a restart records at or below the offsets already in the lake are
+    /// skipped.
+    pub struct LakeSink {
+        /// The lake folder.
+        #[serde(default = "default_lake_path")]
+        pub path: String,
+        /// Table for events that did not come from a Kafka topic (Kafka events go to a table
+        /// named after their topic).
+        #[serde(default = "default_lake_table")]
+        pub table: String,
+        /// `json`: the event's fields as columns (schema inferred per file; a file whose rows
+        /// do not fit one schema is written raw); `raw`: key, value, headers, timestamp, topic,
+        /// partition, offset.
+        #[serde(default)]
+        pub mode: LakeMode,
+        /// A file is written when it has this many rows...
+        #[serde(default = "default_roll_rows")]
+        pub roll_rows: usize,
+        /// ...or about this many bytes of event bodies...
+        #[serde(default = "default_roll_bytes")]
+        pub roll_bytes: usize,
+        /// ...or its first event has waited this long (ms).
+        #[serde(default = "default_roll_age")]
+        pub roll_age_ms: u64,
+    }
+}
+
+/// Columns of the lake's files.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LakeMode {
+    #[default]
+    Json,
+    Raw,
+}
+
+fn default_lake_path() -> String {
+    "./lake".into()
+}
+fn default_lake_table() -> String {
+    "events".into()
+}
+fn default_roll_rows() -> usize {
+    1_000_000
+}
+fn default_roll_bytes() -> usize {
+    128 << 20
+}
+fn default_roll_age() -> u64 {
+    60_000
 }
 
 family! {
@@ -342,5 +402,6 @@ family! {
         "kafka" => Kafka(KafkaSink),
         "http" => Http(HttpSink),
         "postgres" => Postgres(PostgresSink),
+        "lake" => Lake(LakeSink),
     }
 }
