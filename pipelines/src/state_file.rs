@@ -1,4 +1,4 @@
-//! Small state files (checkpoints, cursors, acknowledged positions) replaced atomically: the
+//! Files replaced atomically (checkpoints, cursors, acknowledged positions, lake files): the
 //! new content goes to a temporary file that is fsynced and renamed over the old one, and the
 //! folder is fsynced, so a crash or power loss leaves the old version or the new, never a mix.
 

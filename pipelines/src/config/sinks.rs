@@ -379,7 +379,7 @@ pub enum LakeMode {
 }
 
 fn default_lake_path() -> String {
-    "./lake".into()
+    "./trib-data/lake".into()
 }
 fn default_lake_table() -> String {
     "events".into()
