@@ -38,8 +38,8 @@ impl LakeSinkRunner {
 
 /// Events gathered for one roll.
 struct Gathered {
-    /// Per time-partition folder, in folder order.
-    files: BTreeMap<PathBuf, Vec<Event>>,
+    /// Per hour of event time (hours since the epoch: one folder each), in time order.
+    files: BTreeMap<i64, Vec<Event>>,
     rows: usize,
     bytes: usize,
     opened: Instant,
@@ -49,15 +49,24 @@ struct Gathered {
 /// Table and Kafka partition (None: events not from Kafka).
 type Key = (Arc<str>, Option<i32>);
 
+/// The highest offset in the lake per table and Kafka partition.
+type Committed = HashMap<(Arc<str>, i32), i64>;
+
+const HOUR_MS: i64 = 3_600_000;
+
 impl Sink for LakeSinkRunner {
     fn run(self: Box<Self>, mut cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let root = PathBuf::from(&self.cfg.path);
             let scan_root = root.clone();
-            let mut committed =
+            // Keyed by shared table names, so the per-event lookup allocates nothing.
+            let mut committed: Committed =
                 tokio::task::spawn_blocking(move || layout::committed_offsets(&scan_root))
                     .await?
-                    .map_err(|e| anyhow::anyhow!("lake {}: {e}", root.display()))?;
+                    .map_err(|e| anyhow::anyhow!("lake {}: {e}", root.display()))?
+                    .into_iter()
+                    .map(|((t, p), o)| ((Arc::from(t), p), o))
+                    .collect();
             let default_table: Arc<str> = self.cfg.table.as_str().into();
             let age = Duration::from_millis(self.cfg.roll_age_ms);
             let mut gathered: HashMap<Key, Gathered> = HashMap::new();
@@ -89,17 +98,14 @@ impl Sink for LakeSinkRunner {
                         .unwrap_or_else(|| default_table.clone());
                     let kafka = e.meta.partition.zip(e.meta.offset);
                     if let Some((p, o)) = kafka {
-                        if committed
-                            .get(&(table.to_string(), p))
-                            .is_some_and(|c| o <= *c)
-                        {
+                        if committed.get(&(table.clone(), p)).is_some_and(|c| o <= *c) {
                             // Already in the lake (read again after a restart).
                             e.deliver();
                             continue;
                         }
                     }
                     let key = (table.clone(), kafka.map(|(p, _)| p));
-                    let dir = layout::partition_dir(&root, &table, e.timestamp_ms);
+                    let hour = e.timestamp_ms.div_euclid(HOUR_MS);
                     let g = gathered.entry(key.clone()).or_insert_with(|| Gathered {
                         files: BTreeMap::new(),
                         rows: 0,
@@ -112,7 +118,7 @@ impl Sink for LakeSinkRunner {
                     }
                     g.rows += 1;
                     g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
-                    g.files.entry(dir).or_default().push(e);
+                    g.files.entry(hour).or_default().push(e);
                     if g.rows >= self.cfg.roll_rows || g.bytes >= self.cfg.roll_bytes {
                         if let Some(g) = gathered.remove(&key) {
                             self.write_roll(&cx, &key, g, &mut committed, &mut counter)
@@ -131,6 +137,10 @@ impl Sink for LakeSinkRunner {
 }
 
 impl LakeSinkRunner {
+    fn root(&self) -> PathBuf {
+        PathBuf::from(&self.cfg.path)
+    }
+
     /// Writes a roll's files one after the other (retrying with backoff until stored), then
     /// acknowledges its events.
     async fn write_roll(
@@ -138,12 +148,13 @@ impl LakeSinkRunner {
         cx: &SinkContext,
         key: &Key,
         g: Gathered,
-        committed: &mut HashMap<(String, i32), i64>,
+        committed: &mut Committed,
         counter: &mut u64,
     ) {
         let count = g.files.len();
         let mut delivered = Vec::with_capacity(g.rows);
-        for (index, (dir, events)) in g.files.into_iter().enumerate() {
+        for (index, (hour, events)) in g.files.into_iter().enumerate() {
+            let dir = layout::partition_dir(&self.root(), &key.0, hour * HOUR_MS);
             let name = match (key.1, g.offsets) {
                 (Some(partition), Some((first, last))) => RollFile {
                     partition,
@@ -190,7 +201,7 @@ impl LakeSinkRunner {
             }
         }
         if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
-            committed.insert((key.0.to_string(), p), last);
+            committed.insert((key.0.clone(), p), last);
         }
         cx.metrics.events_out.inc_by(delivered.len() as u64);
         deliver_all(delivered);
