@@ -95,6 +95,25 @@ pub fn partition_counts(b: &TestBroker, topic: &str, partitions: i32) -> Vec<i64
         .collect()
 }
 
+/// Calls `probe` every 100 ms until it returns enough (`done`), and returns that; fails after
+/// `timeout` with `why(last value)`.
+pub fn poll_until<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+    why: impl Fn(&T) -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = probe();
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", why(&v));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running broker process.
 pub struct TestBroker {
     pub addr: SocketAddr,

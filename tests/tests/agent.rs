@@ -33,20 +33,18 @@ fn counts(out: &Path) -> BTreeMap<String, usize> {
 }
 
 fn wait_all(out: &Path, n: usize, run: &TestRun) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = counts(out);
-        if c.len() >= n {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} distinct lines; log:\n{}",
-            c.len(),
-            run.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    trib_e2e::poll_until(
+        Duration::from_secs(60),
+        || counts(out),
+        |c| c.len() >= n,
+        |c| {
+            format!(
+                "{} of {n} distinct lines; log:\n{}",
+                c.len(),
+                run.log_text()
+            )
+        },
+    )
 }
 
 /// Writes `n` lines to `log`, rotating every `every` lines with `rotate(log, k)`.

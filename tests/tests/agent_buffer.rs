@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trib_e2e::{read_until, TestBroker, TestRun};
 
@@ -112,16 +112,17 @@ fn broker_outage_and_agent_crash_lose_nothing_with_a_disk_buffer() {
 
 /// Waits until the buffer holds at least `n` events not yet delivered.
 fn wait_buffered(run: &TestRun, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while run.metric("buffer_events", "broker") < n as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "the buffer holds {} of {n} lines; log:\n{}",
-            run.metric("buffer_events", "broker"),
-            run.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    trib_e2e::poll_until(
+        Duration::from_secs(60),
+        || run.metric("buffer_events", "broker"),
+        |v| *v >= n as f64,
+        |v| {
+            format!(
+                "the buffer holds {v} of {n} lines; log:\n{}",
+                run.log_text()
+            )
+        },
+    );
 }
 
 fn distinct(v: &[String]) -> usize {

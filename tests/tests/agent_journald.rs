@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trib_e2e::TestRun;
 
@@ -59,20 +59,12 @@ fn messages(out: &Path) -> BTreeMap<String, usize> {
 }
 
 fn wait_for(out: &Path, n: usize, run: &TestRun) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = messages(out);
-        if m.len() >= n {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} entries; log:\n{}",
-            m.len(),
-            run.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    trib_e2e::poll_until(
+        Duration::from_secs(30),
+        || messages(out),
+        |m| m.len() >= n,
+        |m| format!("{} of {n} entries; log:\n{}", m.len(), run.log_text()),
+    )
 }
 
 /// Entries of app.service among 0..n (every tenth is another unit's).
