@@ -64,6 +64,9 @@ const MAX_SEQUENCES: usize = 100_000;
 /// Records accepted per batch header, before anything is allocated for them.
 const MAX_BATCH_RECORDS: i32 = 1_000_000;
 
+/// Topics one endpoint takes (each keeps a name and offset counters).
+const MAX_TOPICS: usize = 10_000;
+
 /// Most bytes one compressed batch may decompress to (a small request cannot become gigabytes).
 const MAX_DECOMPRESSED: u64 = 128 << 20;
 
@@ -417,14 +420,22 @@ impl Shared {
     }
 
     /// The shared name of a topic, remembered for Metadata requests for all topics.
-    fn topic(&self, name: &str) -> Arc<str> {
+    /// Refuses new topics past `MAX_TOPICS`, so producers cannot grow the agent's memory
+    /// without bound.
+    fn topic(&self, name: &str) -> Result<Arc<str>, (i16, String)> {
         let mut st = self.lock();
         if let Some(t) = st.topics.get(name) {
-            return t.clone();
+            return Ok(t.clone());
+        }
+        if st.topics.len() >= MAX_TOPICS {
+            return Err((
+                ResponseError::PolicyViolation.code(),
+                format!("topic {name}: this endpoint already takes {MAX_TOPICS} topics"),
+            ));
         }
         let t: Arc<str> = name.into();
         st.topics.insert(name.to_string(), t.clone());
-        t
+        Ok(t)
     }
 
     fn metadata(&self, version: i16, req: MetadataRequest) -> MetadataResponse {
@@ -491,7 +502,7 @@ impl Shared {
             } else {
                 self.check_topic(&name)
             }
-            .map(|()| self.topic(&name));
+            .and_then(|()| self.topic(&name));
             for (pi, pd) in td.partition_data.into_iter().enumerate() {
                 let mut pr = PartitionProduceResponse::default();
                 pr.index = pd.index;
