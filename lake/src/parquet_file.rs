@@ -1,65 +1,369 @@
 //! Events to the bytes of one Parquet file: zstd, page statistics and page indexes, row groups
-//! of 128 Ki rows. In `json` mode the columns are the events' fields (schema inferred from the
-//! file's rows, so new fields simply appear in later files) plus `_timestamp`, `_partition` and
-//! `_offset`; rows that do not fit one schema make the whole file fall back to `raw` mode,
-//! logged, never an error. `raw` mode has fixed columns for any data.
+//! of 128 Ki rows.
+//!
+//! `json` mode: the columns are the events' fields plus `_timestamp` (UTC), `_partition` and
+//! `_offset`. A raw event's body is read as a JSON object (one that is not becomes
+//! `{"message": body}`); raw JSON bodies are decoded straight into Arrow, without a JSON value
+//! per row. The schema is inferred per file, so new fields add columns in later files; a field
+//! whose values have different types within one file is written as JSON text, logged, never an
+//! error. With a declared schema, exactly those columns are written and a value that does not
+//! fit is written as null and counted.
+//!
+//! `raw` mode has fixed columns for any data: key, value, headers, timestamp, topic, partition,
+//! offset.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::Value;
-use trib_pipelines::config::sinks::LakeMode;
+use trib_pipelines::config::sinks::{LakeColumn, LakeMode, LakeType};
 use trib_pipelines::event::Event;
 
+/// How events become columns.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    pub mode: LakeMode,
+    /// Declared columns (json mode); empty: inferred.
+    pub schema: Vec<LakeColumn>,
+}
+
+/// A file's bytes and the values that did not fit the declared schema.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub rejected: u64,
+}
+
+/// Rows sampled to guess a file's schema before decoding all of it.
+const SAMPLE_ROWS: usize = 1024;
+
 /// The Parquet bytes of `events`.
-pub fn encode(events: &[Event], mode: LakeMode) -> anyhow::Result<Vec<u8>> {
-    let batch = match mode {
+pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
+    let mut rejected = 0;
+    let batch = match enc.mode {
         LakeMode::Raw => raw_batch(events)?,
-        LakeMode::Json => match json_batch(events) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, rows = events.len(), "lake: rows do not fit one schema; this file is written in raw mode");
-                raw_batch(events)?
-            }
-        },
+        LakeMode::Json if !enc.schema.is_empty() => {
+            let (b, r) = declared_batch(events, &enc.schema)?;
+            rejected = r;
+            b
+        }
+        LakeMode::Json => json_batch(events).or_else(|e| {
+            tracing::warn!(error = %e, rows = events.len(), "lake: rows do not fit one schema; this file is written in raw mode");
+            raw_batch(events)
+        })?,
     };
-    let props = WriterProperties::builder()
+    Ok(Encoded {
+        bytes: write_parquet(&batch)?,
+        rejected,
+    })
+}
+
+/// The writer settings of every lake file.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
-        .build();
-    let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
-    w.write(&batch)?;
+        .build()
+}
+
+fn write_parquet(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
+    let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))?;
+    w.write(batch)?;
     Ok(w.into_inner()?)
 }
 
-fn json_batch(events: &[Event]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let rows: Vec<Value> = events
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
+}
+
+/// The metadata columns of json mode, appended to the fields' columns.
+fn with_metadata(fields: RecordBatch, events: &[Event]) -> anyhow::Result<RecordBatch> {
+    let mut schema: Vec<Field> = fields
+        .schema()
+        .fields()
         .iter()
-        .map(|e| {
-            let mut row = match e.to_json() {
-                Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            };
-            row.insert("_timestamp".into(), e.timestamp_ms.into());
-            if let Some(p) = e.meta.partition {
-                row.insert("_partition".into(), p.into());
-            }
-            if let Some(o) = e.meta.offset {
-                row.insert("_offset".into(), o.into());
-            }
-            Value::Object(row)
-        })
+        .filter(|f| !f.name().starts_with('_'))
+        .map(|f| f.as_ref().clone())
         .collect();
-    let schema = Arc::new(trib_pipelines::arrow::infer_rows_schema(&rows)?);
-    trib_pipelines::arrow::rows_to_record_batch(&rows, schema)
+    let mut columns: Vec<ArrayRef> = fields
+        .schema()
+        .fields()
+        .iter()
+        .zip(fields.columns())
+        .filter(|(f, _)| !f.name().starts_with('_'))
+        .map(|(_, c)| c.clone())
+        .collect();
+    schema.push(Field::new("_timestamp", timestamp_type(), false));
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.timestamp_ms))
+            .with_timezone("+00:00"),
+    ));
+    if events.iter().any(|e| e.meta.offset.is_some()) {
+        schema.push(Field::new("_partition", DataType::Int32, true));
+        columns.push(Arc::new(Int32Array::from_iter(
+            events.iter().map(|e| e.meta.partition),
+        )));
+        schema.push(Field::new("_offset", DataType::Int64, true));
+        columns.push(Arc::new(Int64Array::from_iter(
+            events.iter().map(|e| e.meta.offset),
+        )));
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(schema)),
+        columns,
+    )?)
+}
+
+/// Json mode, inferred schema. Raw JSON bodies go straight through Arrow's JSON decoder with
+/// a schema guessed from a sample; anything else (structured events, non-JSON bodies, a row the
+/// guess does not fit) takes the slow path of one JSON value per row.
+fn json_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
+    if let Some(b) = fast_json(events) {
+        return with_metadata(b, events);
+    }
+    let mut rows: Vec<Value> = events.iter().map(row_of).collect();
+    let schema = match trib_pipelines::arrow::infer_rows_schema(&rows) {
+        Ok(s) => s,
+        Err(_) => {
+            let conflicts = as_text_where_types_conflict(&mut rows);
+            tracing::warn!(fields = ?conflicts, rows = rows.len(), "lake: fields with values of different types are written as JSON text in this file");
+            trib_pipelines::arrow::infer_rows_schema(&rows)?
+        }
+    };
+    let b = trib_pipelines::arrow::rows_to_record_batch(&rows, Arc::new(schema))?;
+    with_metadata(b, events)
+}
+
+/// An event as a JSON object row.
+fn row_of(e: &Event) -> Value {
+    if e.fields.is_empty() {
+        if let Some(raw) = &e.raw {
+            if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(raw) {
+                return v;
+            }
+        }
+    }
+    e.to_json()
+}
+
+/// Decodes raw JSON object bodies without building JSON values; None when it cannot.
+fn fast_json(events: &[Event]) -> Option<RecordBatch> {
+    if events.is_empty()
+        || events
+            .iter()
+            .any(|e| !e.fields.is_empty() || e.raw.is_none())
+    {
+        return None;
+    }
+    let bodies = || events.iter().filter_map(|e| e.raw.as_ref());
+    let sample: Vec<Value> = bodies()
+        .step_by((events.len() / SAMPLE_ROWS).max(1))
+        .map(|b| {
+            serde_json::from_slice::<Value>(b)
+                .ok()
+                .filter(Value::is_object)
+        })
+        .collect::<Option<_>>()?;
+    let schema: SchemaRef = Arc::new(trib_pipelines::arrow::infer_rows_schema(&sample).ok()?);
+    // Strict: a field the sample did not show is an error, so nothing is dropped silently.
+    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(events.len())
+        .with_strict_mode(true)
+        .build_decoder()
+        .ok()?;
+    for b in bodies() {
+        let trimmed = b.trim_ascii();
+        if trimmed.first() != Some(&b'{') {
+            return None;
+        }
+        if decoder.decode(trimmed).ok()? != trimmed.len() {
+            return None;
+        }
+    }
+    let batch = decoder.flush().ok()??;
+    (batch.num_rows() == events.len()).then_some(batch)
+}
+
+/// Rewrites the values of fields whose types differ between rows as JSON text; returns them.
+fn as_text_where_types_conflict(rows: &mut [Value]) -> Vec<String> {
+    let mut kinds: BTreeMap<String, u8> = BTreeMap::new();
+    for r in rows.iter() {
+        if let Value::Object(m) = r {
+            for (k, v) in m {
+                let kind = match v {
+                    Value::Null => 0,
+                    Value::Bool(_) => 1,
+                    Value::Number(_) => 2,
+                    Value::String(_) => 4,
+                    Value::Array(_) => 8,
+                    Value::Object(_) => 16,
+                };
+                *kinds.entry(k.clone()).or_default() |= kind;
+            }
+        }
+    }
+    let conflicts: Vec<String> = kinds
+        .into_iter()
+        .filter(|(_, k)| k.count_ones() > 1)
+        .map(|(f, _)| f)
+        .collect();
+    for r in rows.iter_mut() {
+        if let Value::Object(m) = r {
+            for f in &conflicts {
+                if let Some(v) = m.get_mut(f) {
+                    if !v.is_string() && !v.is_null() {
+                        *v = Value::String(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    conflicts
+}
+
+/// Json mode with declared columns; returns the batch and how many values did not fit.
+fn declared_batch(events: &[Event], columns: &[LakeColumn]) -> anyhow::Result<(RecordBatch, u64)> {
+    let rows: Vec<Value> = events.iter().map(row_of).collect();
+    let mut rejected = 0u64;
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for c in columns {
+        let values = rows.iter().map(|r| r.get(&c.name).filter(|v| !v.is_null()));
+        let mut miss = |ok: bool| {
+            if !ok {
+                rejected += 1;
+            }
+        };
+        let (ty, array): (DataType, ArrayRef) = match c.ty {
+            LakeType::String => {
+                let mut b = StringBuilder::new();
+                for v in values {
+                    match v {
+                        None => b.append_null(),
+                        Some(Value::String(s)) => b.append_value(s),
+                        Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                            b.append_value(v.to_string())
+                        }
+                        Some(_) => {
+                            miss(false);
+                            b.append_null()
+                        }
+                    }
+                }
+                (DataType::Utf8, Arc::new(b.finish()))
+            }
+            LakeType::Json => {
+                let mut b = StringBuilder::new();
+                for v in values {
+                    match v {
+                        None => b.append_null(),
+                        Some(v) => b.append_value(v.to_string()),
+                    }
+                }
+                (DataType::Utf8, Arc::new(b.finish()))
+            }
+            LakeType::Int64 => {
+                let mut b = Int64Builder::new();
+                for v in values {
+                    let x = v.map(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                    miss(!matches!(x, Some(None)));
+                    b.append_option(x.flatten());
+                }
+                (DataType::Int64, Arc::new(b.finish()))
+            }
+            LakeType::Float64 => {
+                let mut b = Float64Builder::new();
+                for v in values {
+                    let x = v.map(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+                    miss(!matches!(x, Some(None)));
+                    b.append_option(x.flatten());
+                }
+                (DataType::Float64, Arc::new(b.finish()))
+            }
+            LakeType::Boolean => {
+                let mut b = BooleanBuilder::new();
+                for v in values {
+                    let x = v.map(Value::as_bool);
+                    miss(!matches!(x, Some(None)));
+                    b.append_option(x.flatten());
+                }
+                (DataType::Boolean, Arc::new(b.finish()))
+            }
+            LakeType::Timestamp => {
+                let mut out = Vec::with_capacity(rows.len());
+                for v in values {
+                    let x = v.map(|v| match v {
+                        Value::Number(n) => n.as_i64(),
+                        Value::String(s) => parse_rfc3339_ms(s),
+                        _ => None,
+                    });
+                    miss(!matches!(x, Some(None)));
+                    out.push(x.flatten());
+                }
+                (
+                    timestamp_type(),
+                    Arc::new(TimestampMillisecondArray::from(out).with_timezone("+00:00")),
+                )
+            }
+        };
+        fields.push(Field::new(&c.name, ty, true));
+        arrays.push(array);
+    }
+    let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+    Ok((with_metadata(b, events)?, rejected))
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.250Z`,
+/// `…+02:00`).
+fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut ms = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        let padded: String = frac.chars().chain("000".chars()).take(3).collect();
+        ms = padded.parse::<i64>().ok()?;
+    }
+    let offset_s = match s.get(i..)? {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600
+                + tz.get(4..6)?.parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1000 + ms)
 }
 
 fn raw_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
@@ -67,11 +371,7 @@ fn raw_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
         Field::new("key", DataType::Binary, true),
         Field::new("value", DataType::Binary, false),
         Field::new("headers", DataType::Utf8, true),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("timestamp", timestamp_type(), false),
         Field::new("topic", DataType::Utf8, true),
         Field::new("partition", DataType::Int32, true),
         Field::new("offset", DataType::Int64, true),
@@ -98,7 +398,7 @@ fn raw_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
         Arc::new(StringArray::from(headers)),
         Arc::new(
             TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.timestamp_ms))
-                .with_timezone("UTC"),
+                .with_timezone("+00:00"),
         ),
         Arc::new(StringArray::from_iter(
             events.iter().map(|e| e.meta.topic.as_deref()),
@@ -117,18 +417,36 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::json;
 
-    fn read(bytes: Vec<u8>) -> RecordBatch {
-        let r = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+    fn read(e: Encoded) -> RecordBatch {
+        let r = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(e.bytes))
             .unwrap()
+            .with_batch_size(1 << 20)
             .build()
             .unwrap();
         let batches: Vec<RecordBatch> = r.map(Result::unwrap).collect();
-        arrow_select_concat(&batches)
+        assert_eq!(batches.len(), 1);
+        batches[0].clone()
     }
 
-    fn arrow_select_concat(b: &[RecordBatch]) -> RecordBatch {
-        assert_eq!(b.len(), 1);
-        b[0].clone()
+    fn inferred() -> Encoding {
+        Encoding {
+            mode: LakeMode::Json,
+            schema: Vec::new(),
+        }
+    }
+
+    fn from_kafka(body: &str, offset: i64) -> Event {
+        let mut e = Event::raw(body.to_string());
+        e.meta.partition = Some(0);
+        e.meta.offset = Some(offset);
+        e
+    }
+
+    fn column_json(b: &RecordBatch, name: &str) -> Vec<Value> {
+        let e = trib_pipelines::arrow::from_record_batch(b).unwrap();
+        e.iter()
+            .map(|e| e.fields.get(name).cloned().unwrap_or(Value::Null))
+            .collect()
     }
 
     #[test]
@@ -145,22 +463,95 @@ mod tests {
             e.meta.offset = Some(100 + i);
             events.push(e);
         }
-        let b = read(encode(&events, LakeMode::Json).unwrap());
+        let b = read(encode(&events, &inferred()).unwrap());
         assert_eq!(b.num_rows(), 10);
         for c in ["id", "path", "_timestamp", "_partition", "_offset"] {
             assert!(b.schema().field_with_name(c).is_ok(), "column {c}");
         }
+        assert_eq!(column_json(&b, "_offset")[3], json!(103));
     }
 
     #[test]
-    fn conflicting_types_fall_back_to_raw() {
-        let a = Event::from_fields(json!({"v": 1}).as_object().unwrap().clone());
-        let b = Event::from_fields(json!({"v": {"nested": true}}).as_object().unwrap().clone());
-        let batch = read(encode(&[a, b], LakeMode::Json).unwrap());
-        assert_eq!(batch.num_rows(), 2);
-        assert!(
-            batch.schema().field_with_name("value").is_ok(),
-            "raw columns"
+    fn raw_json_bodies_are_decoded_and_late_new_fields_are_kept() {
+        // 3000 rows: the sample sees every 2nd row; the field only row 2999 has must survive.
+        let mut events: Vec<Event> = (0..3000)
+            .map(|i| from_kafka(&format!(r#"{{"id":{i},"ok":true}}"#), i))
+            .collect();
+        events.push(from_kafka(r#"{"id":3000,"ok":false,"late":"x"}"#, 3000));
+        let b = read(encode(&events, &inferred()).unwrap());
+        assert_eq!(b.num_rows(), 3001);
+        assert_eq!(column_json(&b, "late")[3000], json!("x"));
+        assert_eq!(column_json(&b, "id")[2999], json!(2999));
+    }
+
+    #[test]
+    fn non_json_bodies_become_messages() {
+        let events = vec![from_kafka(r#"{"a":1}"#, 0), from_kafka("plain text", 1)];
+        let b = read(encode(&events, &inferred()).unwrap());
+        assert_eq!(column_json(&b, "message")[1], json!("plain text"));
+        assert_eq!(column_json(&b, "a")[0], json!(1));
+    }
+
+    #[test]
+    fn conflicting_types_become_json_text() {
+        let events = vec![
+            from_kafka(r#"{"v": 1, "n": "a"}"#, 0),
+            from_kafka(r#"{"v": {"nested": true}, "n": "b"}"#, 1),
+        ];
+        let b = read(encode(&events, &inferred()).unwrap());
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(
+            column_json(&b, "v"),
+            [json!("1"), json!(r#"{"nested":true}"#)]
         );
+        assert_eq!(column_json(&b, "n"), [json!("a"), json!("b")]);
+    }
+
+    #[test]
+    fn declared_columns_are_typed_and_misfits_counted() {
+        let enc = Encoding {
+            mode: LakeMode::Json,
+            schema: vec![
+                LakeColumn {
+                    name: "id".into(),
+                    ty: LakeType::Int64,
+                },
+                LakeColumn {
+                    name: "at".into(),
+                    ty: LakeType::Timestamp,
+                },
+                LakeColumn {
+                    name: "tags".into(),
+                    ty: LakeType::Json,
+                },
+            ],
+        };
+        let events = vec![
+            from_kafka(
+                r#"{"id": 1, "at": "2024-05-01T12:00:00.250Z", "tags": [1], "x": 1}"#,
+                0,
+            ),
+            from_kafka(r#"{"id": "two", "at": 1714564800000}"#, 1),
+        ];
+        let e = encode(&events, &enc).unwrap();
+        assert_eq!(e.rejected, 1, "\"two\" is not an int64");
+        let b = read(e);
+        let schema = b.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "at", "tags", "_timestamp", "_partition", "_offset"]
+        );
+        assert_eq!(column_json(&b, "id"), [json!(1), Value::Null]);
+        assert_eq!(column_json(&b, "tags"), [json!("[1]"), Value::Null]);
+        assert_eq!(
+            parse_rfc3339_ms("2024-05-01T12:00:00.250Z"),
+            Some(1_714_564_800_250)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-05-01T14:00:00+02:00"),
+            Some(1_714_564_800_000)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -1,38 +1,98 @@
-//! The `lake` sink. Events are gathered per table and Kafka partition (events not read from
-//! Kafka: per table); when the gathered events reach `roll_rows` or `roll_bytes`, or the first
-//! has waited `roll_age_ms`, they are written as a roll: one Parquet file per time partition,
-//! each written whole before the next (`layout`). Only then are the events acknowledged, so the
-//! Kafka source commits offsets the lake already holds. At start the lake's own file names say
-//! which offsets it holds; events at or below them are acknowledged without being written
-//! again, which makes a restart after a crash at any point leave exactly one copy.
+//! The lake writer and the `lake` pipeline sink around it.
+//!
+//! Events are gathered per table and Kafka partition (events not read from Kafka: per table);
+//! when the gathered events reach `roll_rows` or `roll_bytes`, or the first has waited
+//! `roll_age_ms`, they are written as a roll: one Parquet file per hour they fall in, each
+//! stored whole before the next (`layout`). Only then are the events acknowledged, so the Kafka
+//! source commits offsets the lake already holds. One roll is stored while the next is gathered;
+//! rolls are stored one at a time, in order, so only the newest can be cut short by a crash.
+//!
+//! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
+//! crash left half-done is removed, and events at or below the held offsets are acknowledged
+//! without being written again, which makes a restart after a crash at any point leave exactly
+//! one copy. `trib lake export` drives the same writer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
 use trib_pipelines::config::sinks::LakeSink;
 use trib_pipelines::event::{deliver_all, now_ms, Event};
+use trib_pipelines::metrics::ComponentMetrics;
 use trib_pipelines::runtime::{Sink, SinkContext};
 
-use crate::layout::{self, RollFile};
+use crate::layout::{self, roll_file};
+use crate::parquet_file::{self, Encoding};
+use crate::store::LakeStore;
 
+/// The `lake` sink of a pipeline.
 pub struct LakeSinkRunner {
     cfg: LakeSink,
 }
 
 impl LakeSinkRunner {
     pub fn new(c: &LakeSink) -> anyhow::Result<Self> {
-        anyhow::ensure!(c.roll_rows > 0, "roll_rows: must be at least 1");
-        anyhow::ensure!(c.roll_bytes > 0, "roll_bytes: must be at least 1");
-        anyhow::ensure!(!c.path.is_empty(), "path: must not be empty");
-        anyhow::ensure!(
-            !c.table.is_empty() && !c.table.contains(['/', '\\']),
-            "table: `{}` is not a folder name",
-            c.table
-        );
+        validate(c)?;
         Ok(Self { cfg: c.clone() })
+    }
+}
+
+/// Checks a lake sink's settings, naming the field at fault.
+pub fn validate(c: &LakeSink) -> anyhow::Result<()> {
+    anyhow::ensure!(c.roll_rows > 0, "roll_rows: must be at least 1");
+    anyhow::ensure!(c.roll_bytes > 0, "roll_bytes: must be at least 1");
+    anyhow::ensure!(!c.path.is_empty(), "path: must not be empty");
+    anyhow::ensure!(
+        !c.table.is_empty() && !c.table.contains(['/', '\\']),
+        "table: `{}` is not a folder name",
+        c.table
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (i, col) in c.schema.iter().enumerate() {
+        anyhow::ensure!(
+            !col.name.is_empty() && !col.name.starts_with('_'),
+            "schema[{i}].name: `{}` must be non-empty and not start with `_` (kept for metadata columns)",
+            col.name
+        );
+        anyhow::ensure!(
+            seen.insert(col.name.as_str()),
+            "schema[{i}].name: `{}` is declared twice",
+            col.name
+        );
+    }
+    anyhow::ensure!(
+        c.schema.is_empty() || c.mode == trib_pipelines::config::sinks::LakeMode::Json,
+        "schema: declared columns are for `mode: json`"
+    );
+    Ok(())
+}
+
+impl Sink for LakeSinkRunner {
+    fn run(self: Box<Self>, mut cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut w = LakeWriter::open(&self.cfg, cx.metrics.clone()).await?;
+            loop {
+                let batch = match w.next_due() {
+                    Some(due) => tokio::select! {
+                        b = cx.input.recv() => b,
+                        _ = tokio::time::sleep_until(due.into()) => {
+                            w.roll_due().await;
+                            continue;
+                        }
+                    },
+                    None => cx.input.recv().await,
+                };
+                let Some(batch) = batch else { break };
+                for e in batch {
+                    w.push(e).await;
+                }
+            }
+            w.finish().await;
+            Ok(())
+        })
     }
 }
 
@@ -49,161 +109,228 @@ struct Gathered {
 /// Table and Kafka partition (None: events not from Kafka).
 type Key = (Arc<str>, Option<i32>);
 
-/// The highest offset in the lake per table and Kafka partition.
-type Committed = HashMap<(Arc<str>, i32), i64>;
-
 const HOUR_MS: i64 = 3_600_000;
 
-impl Sink for LakeSinkRunner {
-    fn run(self: Box<Self>, mut cx: SinkContext) -> BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move {
-            let root = PathBuf::from(&self.cfg.path);
-            let scan_root = root.clone();
-            // Keyed by shared table names, so the per-event lookup allocates nothing.
-            let mut committed: Committed =
-                tokio::task::spawn_blocking(move || layout::committed_offsets(&scan_root))
-                    .await?
-                    .map_err(|e| anyhow::anyhow!("lake {}: {e}", root.display()))?
-                    .into_iter()
-                    .map(|((t, p), o)| ((Arc::from(t), p), o))
-                    .collect();
-            let default_table: Arc<str> = self.cfg.table.as_str().into();
-            let age = Duration::from_millis(self.cfg.roll_age_ms);
-            let mut gathered: HashMap<Key, Gathered> = HashMap::new();
-            let mut counter = 0u64;
-            loop {
-                let next_due = gathered.values().map(|g| g.opened + age).min();
-                let batch = tokio::select! {
-                    b = cx.input.recv() => b,
-                    _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + age).into()), if next_due.is_some() => {
-                        let due: Vec<Key> = gathered
-                            .iter()
-                            .filter(|(_, g)| g.opened.elapsed() >= age)
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        for k in due {
-                            if let Some(g) = gathered.remove(&k) {
-                                self.write_roll(&cx, &k, g, &mut committed, &mut counter).await;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                let Some(batch) = batch else { break };
-                for e in batch {
-                    let table: Arc<str> = e
-                        .meta
-                        .topic
-                        .clone()
-                        .unwrap_or_else(|| default_table.clone());
-                    let kafka = e.meta.partition.zip(e.meta.offset);
-                    if let Some((p, o)) = kafka {
-                        if committed.get(&(table.clone(), p)).is_some_and(|c| o <= *c) {
-                            // Already in the lake (read again after a restart).
-                            e.deliver();
-                            continue;
-                        }
-                    }
-                    let key = (table.clone(), kafka.map(|(p, _)| p));
-                    let hour = e.timestamp_ms.div_euclid(HOUR_MS);
-                    let g = gathered.entry(key.clone()).or_insert_with(|| Gathered {
-                        files: BTreeMap::new(),
-                        rows: 0,
-                        bytes: 0,
-                        opened: Instant::now(),
-                        offsets: None,
-                    });
-                    if let Some((_, o)) = kafka {
-                        g.offsets = Some(g.offsets.map_or((o, o), |(a, b)| (a.min(o), b.max(o))));
-                    }
-                    g.rows += 1;
-                    g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
-                    g.files.entry(hour).or_default().push(e);
-                    if g.rows >= self.cfg.roll_rows || g.bytes >= self.cfg.roll_bytes {
-                        if let Some(g) = gathered.remove(&key) {
-                            self.write_roll(&cx, &key, g, &mut committed, &mut counter)
-                                .await;
-                        }
-                    }
-                }
-            }
-            for (k, g) in std::mem::take(&mut gathered) {
-                self.write_roll(&cx, &k, g, &mut committed, &mut counter)
-                    .await;
-            }
-            Ok(())
+/// Writes events into the lake in rolls, exactly once for events from Kafka.
+pub struct LakeWriter {
+    store: LakeStore,
+    enc: Arc<Encoding>,
+    roll_rows: usize,
+    roll_bytes: usize,
+    age: Duration,
+    default_table: Arc<str>,
+    /// The highest offset in the lake per table and Kafka partition (keyed by shared table
+    /// names, so the per-event lookup allocates nothing).
+    committed: HashMap<(Arc<str>, i32), i64>,
+    gathered: HashMap<Key, Gathered>,
+    /// The roll being stored.
+    storing: Option<JoinHandle<()>>,
+    counter: u64,
+    metrics: ComponentMetrics,
+}
+
+impl LakeWriter {
+    /// Opens the lake: reads what it holds and removes what a crash left half-done.
+    pub async fn open(cfg: &LakeSink, metrics: ComponentMetrics) -> anyhow::Result<Self> {
+        validate(cfg)?;
+        let store = LakeStore::open(&cfg.path, &cfg.storage_options)?;
+        let h = layout::holdings(&store.list("").await?);
+        for key in &h.leftovers {
+            tracing::info!(lake = %store.location(), key = %key, "removing a file a crash left half-done");
+            store.delete(key).await?;
+        }
+        Ok(Self {
+            store,
+            enc: Arc::new(Encoding {
+                mode: cfg.mode,
+                schema: cfg.schema.clone(),
+            }),
+            roll_rows: cfg.roll_rows,
+            roll_bytes: cfg.roll_bytes,
+            age: Duration::from_millis(cfg.roll_age_ms),
+            default_table: cfg.table.as_str().into(),
+            committed: h
+                .committed
+                .into_iter()
+                .map(|((t, p), o)| ((Arc::from(t), p), o))
+                .collect(),
+            gathered: HashMap::new(),
+            storing: None,
+            counter: 0,
+            metrics,
         })
+    }
+
+    /// The highest offset of `table`'s `partition` in the lake.
+    pub fn committed(&self, table: &str, partition: i32) -> Option<i64> {
+        self.committed.get(&(Arc::from(table), partition)).copied()
+    }
+
+    /// When the oldest gathered roll is due by age.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.gathered.values().map(|g| g.opened + self.age).min()
+    }
+
+    /// Takes one event; stores a roll when one is full.
+    pub async fn push(&mut self, e: Event) {
+        let table = e
+            .meta
+            .topic
+            .clone()
+            .unwrap_or_else(|| self.default_table.clone());
+        let kafka = e.meta.partition.zip(e.meta.offset);
+        if let Some((p, o)) = kafka {
+            if self
+                .committed
+                .get(&(table.clone(), p))
+                .is_some_and(|c| o <= *c)
+            {
+                // Already in the lake (read again after a restart).
+                e.deliver();
+                return;
+            }
+        }
+        let key = (table, kafka.map(|(p, _)| p));
+        let hour = e.timestamp_ms.div_euclid(HOUR_MS);
+        let g = self
+            .gathered
+            .entry(key.clone())
+            .or_insert_with(|| Gathered {
+                files: BTreeMap::new(),
+                rows: 0,
+                bytes: 0,
+                opened: Instant::now(),
+                offsets: None,
+            });
+        if let Some((_, o)) = kafka {
+            g.offsets = Some(g.offsets.map_or((o, o), |(a, b)| (a.min(o), b.max(o))));
+        }
+        g.rows += 1;
+        g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
+        g.files.entry(hour).or_default().push(e);
+        if g.rows >= self.roll_rows || g.bytes >= self.roll_bytes {
+            if let Some(g) = self.gathered.remove(&key) {
+                self.roll(key, g).await;
+            }
+        }
+    }
+
+    /// Stores the rolls whose first event has waited `roll_age_ms`.
+    pub async fn roll_due(&mut self) {
+        let due: Vec<Key> = self
+            .gathered
+            .iter()
+            .filter(|(_, g)| g.opened.elapsed() >= self.age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(g) = self.gathered.remove(&k) {
+                self.roll(k, g).await;
+            }
+        }
+    }
+
+    /// Stores everything gathered and waits until it is stored.
+    pub async fn finish(mut self) {
+        for (k, g) in std::mem::take(&mut self.gathered) {
+            self.roll(k, g).await;
+        }
+        self.wait_stored().await;
+    }
+
+    async fn wait_stored(&mut self) {
+        if let Some(t) = self.storing.take() {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "lake: the task storing a roll failed");
+            }
+        }
+    }
+
+    /// Starts storing a roll once the previous one is stored.
+    async fn roll(&mut self, key: Key, g: Gathered) {
+        self.wait_stored().await;
+        if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
+            self.committed.insert((key.0.clone(), p), last);
+        }
+        let mut names = Vec::with_capacity(g.files.len());
+        let count = g.files.len();
+        for (index, hour) in g.files.keys().enumerate() {
+            let name = match (key.1, g.offsets) {
+                (Some(partition), Some((first, last))) => {
+                    roll_file(partition, first, last, index, count).name()
+                }
+                _ => {
+                    self.counter += 1;
+                    format!("t{}-{:06}.parquet", now_ms(), self.counter)
+                }
+            };
+            names.push(format!(
+                "{}/{name}",
+                layout::partition_dir(&key.0, hour * HOUR_MS)
+            ));
+        }
+        let (store, enc, metrics) = (self.store.clone(), self.enc.clone(), self.metrics.clone());
+        self.storing = Some(tokio::spawn(async move {
+            let mut delivered = Vec::with_capacity(g.rows);
+            for (events, key) in g.files.into_values().zip(names) {
+                let events = store_file(&store, &enc, &metrics, &key, events).await;
+                delivered.extend(events);
+            }
+            metrics.events_out.inc_by(delivered.len() as u64);
+            deliver_all(delivered);
+        }));
     }
 }
 
-impl LakeSinkRunner {
-    fn root(&self) -> PathBuf {
-        PathBuf::from(&self.cfg.path)
-    }
-
-    /// Writes a roll's files one after the other (retrying with backoff until stored), then
-    /// acknowledges its events.
-    async fn write_roll(
-        &self,
-        cx: &SinkContext,
-        key: &Key,
-        g: Gathered,
-        committed: &mut Committed,
-        counter: &mut u64,
-    ) {
-        let count = g.files.len();
-        let mut delivered = Vec::with_capacity(g.rows);
-        for (index, (hour, events)) in g.files.into_iter().enumerate() {
-            let dir = layout::partition_dir(&self.root(), &key.0, hour * HOUR_MS);
-            let name = match (key.1, g.offsets) {
-                (Some(partition), Some((first, last))) => RollFile {
-                    partition,
-                    first,
-                    last,
-                    index,
-                    count,
-                }
-                .name(),
-                _ => {
-                    *counter += 1;
-                    format!("t{}-{:06}.parquet", now_ms(), counter)
-                }
-            };
-            let mode = self.cfg.mode;
-            let mut backoff = Duration::from_millis(100);
-            let events = Arc::new(events);
-            loop {
-                let (dir2, name2, ev) = (dir.clone(), name.clone(), events.clone());
-                let r = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-                    let bytes = crate::parquet_file::encode(&ev, mode)?;
-                    layout::write_file(&dir2, &name2, &bytes)?;
-                    Ok(bytes.len() as u64)
-                })
-                .await;
-                match r {
-                    Ok(Ok(n)) => {
-                        cx.metrics.bytes_out.inc_by(n);
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(sink = %cx.name, file = %dir.join(&name).display(), error = %e, retry_in = ?backoff, "lake file not written; retrying");
-                    }
-                    Err(e) => {
-                        tracing::warn!(sink = %cx.name, error = %e, "lake writer task failed; retrying");
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+/// Encodes and stores one file, retrying with backoff until it is stored; returns its events.
+async fn store_file(
+    store: &LakeStore,
+    enc: &Arc<Encoding>,
+    metrics: &ComponentMetrics,
+    key: &str,
+    events: Vec<Event>,
+) -> Vec<Event> {
+    let events = Arc::new(events);
+    let (ev, en) = (events.clone(), enc.clone());
+    let encoded = tokio::task::spawn_blocking(move || parquet_file::encode(&ev, &en)).await;
+    let bytes = match encoded {
+        Ok(Ok(e)) => {
+            metrics.errors.inc_by(e.rejected);
+            if e.rejected > 0 {
+                tracing::warn!(lake = %store.location(), key, values = e.rejected, "values that do not fit the declared schema were written as null");
             }
-            match Arc::try_unwrap(events) {
-                Ok(ev) => delivered.extend(ev),
-                Err(_) => tracing::error!("lake: events still shared after their file was written"),
+            Bytes::from(e.bytes)
+        }
+        // Encoding does not fail on events (json falls back to raw); if it does, the events
+        // are abandoned, not acknowledged, so their source does not count them as stored.
+        Ok(Err(e)) => {
+            tracing::error!(lake = %store.location(), key, error = %e, "lake file cannot be encoded; its events are abandoned");
+            metrics.errors.inc_by(events.len() as u64);
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::error!(lake = %store.location(), key, error = %e, "lake encoder task failed; its events are abandoned");
+            metrics.errors.inc_by(events.len() as u64);
+            return Vec::new();
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store.put(key, bytes.clone()).await {
+            Ok(()) => {
+                metrics.bytes_out.inc_by(bytes.len() as u64);
+                metrics.batches_out.inc();
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "lake file not stored; retrying");
             }
         }
-        if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
-            committed.insert((key.0.clone(), p), last);
-        }
-        cx.metrics.events_out.inc_by(delivered.len() as u64);
-        deliver_all(delivered);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+    Arc::try_unwrap(events).unwrap_or_else(|_| {
+        tracing::error!("lake: events still shared after their file was stored");
+        Vec::new()
+    })
 }

@@ -1,6 +1,8 @@
 //! Config types of the sinks, and the batching and retry options they share. The sinks live
 //! in the `trib-sinks` crate.
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
@@ -336,25 +338,38 @@ impl SinkConfig {
 }
 
 sink_config! {
-    /// Writes events as Parquet files into a lake folder, partitioned Hive-style by table and
-    /// event time (`<path>/<table>/date=YYYY-MM-DD/hour=HH/`). A file is written whole (to a
-    /// temporary name, fsynced, renamed) before its events are acknowledged. Events read from
-    /// Kafka are exported exactly once: a file's name carries its partition and first and last
-    /// offsets, and after a restart records at or below the offsets already in the lake are
-    /// skipped.
+    /// Writes events as Parquet files into a lake: a local folder or an object store (S3, GCS,
+    /// Azure), partitioned Hive-style by table and event time
+    /// (`<path>/<table>/date=YYYY-MM-DD/hour=HH/`). A file is stored whole (locally: a
+    /// temporary name, fsynced, renamed; object stores: one PUT) before its events are
+    /// acknowledged. Events read from Kafka are exported exactly once: a file's name carries its
+    /// partition and first and last offsets, and after a restart records at or below the
+    /// offsets already in the lake are skipped. See docs/lake.md.
     pub struct LakeSink {
-        /// The lake folder.
+        /// The lake: a folder, or an object store URL (`s3://bucket/prefix`, `gs://…`,
+        /// `az://…`).
         #[serde(default = "default_lake_path")]
         pub path: String,
+        /// Object store settings (`aws_endpoint`, `aws_region`, `aws_access_key_id`,
+        /// `aws_secret_access_key`, `aws_allow_http`, …; the `AWS_*`, `GOOGLE_*` and `AZURE_*`
+        /// environment variables are read too, and these win).
+        #[serde(default)]
+        pub storage_options: BTreeMap<String, String>,
         /// Table for events that did not come from a Kafka topic (Kafka events go to a table
         /// named after their topic).
         #[serde(default = "default_lake_table")]
         pub table: String,
-        /// `json`: the event's fields as columns (schema inferred per file; a file whose rows
-        /// do not fit one schema is written raw); `raw`: key, value, headers, timestamp, topic,
-        /// partition, offset.
+        /// `json`: the event's fields as columns (a raw event's body is read as a JSON object;
+        /// one that is not becomes a `message` column); `raw`: key, value, headers, timestamp,
+        /// topic, partition, offset.
         #[serde(default)]
         pub mode: LakeMode,
+        /// Declared columns (json mode): only these are written, with these types; a value that
+        /// does not fit its column is written as null and counted in the sink's `errors`.
+        /// Without it, the schema is inferred per file (new fields add columns; a field whose
+        /// values have different types in one file is written as JSON text).
+        #[serde(default)]
+        pub schema: Vec<LakeColumn>,
         /// A file is written when it has this many rows...
         #[serde(default = "default_roll_rows")]
         pub roll_rows: usize,
@@ -376,6 +391,32 @@ pub enum LakeMode {
     #[default]
     Json,
     Raw,
+}
+
+/// A declared column of the lake sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LakeColumn {
+    /// The field's name (a top-level field of the event).
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: LakeType,
+}
+
+/// Types of declared lake columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LakeType {
+    /// Text (a number or boolean is written as its text).
+    String,
+    Int64,
+    Float64,
+    Boolean,
+    /// A time: milliseconds since the epoch or an RFC 3339 string.
+    Timestamp,
+    /// Any value, as JSON text.
+    Json,
 }
 
 fn default_lake_path() -> String {
