@@ -44,3 +44,14 @@ pub fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| anyhow::anyhow!("{what} `{s}`: expected KEY=VALUE"))
 }
+
+/// A time given as epoch milliseconds or RFC 3339, in epoch milliseconds.
+pub fn parse_time_ms(t: &str, what: &str) -> anyhow::Result<i64> {
+    Ok(match t.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => humantime::parse_rfc3339_weak(t)
+            .map_err(|e| anyhow::anyhow!("{what} `{t}`: not epoch ms or RFC 3339 ({e})"))?
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64,
+    })
+}

@@ -63,14 +63,7 @@ fn parse_from(s: &str) -> anyhow::Result<Start> {
                 .with_context(|| format!("--from {s}: bad offset"))?,
         ),
         _ if s.starts_with("time:") => {
-            let t = &s[5..];
-            Start::Time(match t.parse::<i64>() {
-                Ok(ms) => ms,
-                Err(_) => humantime::parse_rfc3339_weak(t)
-                    .with_context(|| format!("--from {s}: not epoch ms or RFC 3339"))?
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis() as i64,
-            })
+            Start::Time(crate::client::parse_time_ms(&s[5..], "--from")?)
         }
         _ => bail!("--from `{s}`: use beginning, end, offset:N or time:T"),
     })

@@ -9,8 +9,10 @@ mod broker_cmd;
 mod client;
 mod consume;
 mod group;
+mod lake_cmd;
 mod pipeline_cmd;
 mod produce;
+mod sql_cmd;
 mod topic;
 mod up_cmd;
 
@@ -58,6 +60,11 @@ enum Command {
     /// Measure produce or consume throughput and latency against any Kafka-protocol broker.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Export topics into the lake and compact it.
+    #[command(subcommand)]
+    Lake(lake_cmd::LakeCommand),
+    /// Query the lake with SQL: one statement, a file, a prompt, or an HTTP endpoint.
+    Sql(sql_cmd::SqlArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +96,8 @@ fn main() -> std::process::ExitCode {
             Command::Up(a) => up_cmd::run(a).await,
             Command::Run(a) => pipeline_cmd::run(a).await,
             Command::Pipeline(c) => pipeline_cmd::command(c).await,
+            Command::Lake(c) => lake_cmd::run(c).await,
+            Command::Sql(a) => sql_cmd::run(a).await,
         }
     });
     match result {

@@ -1,1 +1,30 @@
-//! SQL over the lake.
+//! SQL over Tributary's lake, with DataFusion.
+//!
+//! `catalog` registers each lake table (a topic) with its partition columns; `view_store` is
+//! the lake as readers should see it (no superseded or partial files); `output` writes results
+//! as a table, CSV, JSON or Parquet; `prompt` is the interactive prompt; `http` answers queries
+//! over HTTP as JSON or Arrow IPC.
+
+pub mod catalog;
+pub mod http;
+pub mod output;
+pub mod prompt;
+pub mod view_store;
+
+pub use catalog::SqlLake;
+pub use output::Format;
+
+/// Errors of SQL over the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Lake(#[from] trib_lake::store::StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,349 @@
+//! `trib lake export` (a one-shot export of a topic range into the lake, exactly once: a rerun
+//! or a run after a crash resumes from what the lake holds) and `trib lake compact`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use trib_pipelines::config::sinks::{LakeMode, LakeSink};
+use trib_pipelines::event::Event;
+
+use crate::client::{parse_kv, parse_time_ms, ClientArgs, TIMEOUT};
+
+#[derive(Subcommand)]
+pub enum LakeCommand {
+    /// Export a topic (or a range of it) into the lake, once, and exit.
+    Export(ExportArgs),
+    /// Merge the small files of each partition and hour into large ones.
+    Compact(CompactArgs),
+}
+
+/// Where the lake is.
+#[derive(Args, Clone)]
+pub struct LakeArgs {
+    /// The lake: a folder or an object store URL (s3://bucket/prefix, gs://…, az://…).
+    #[arg(long, default_value = "./trib-data/lake")]
+    pub path: String,
+    /// Object store setting as key=value (repeatable), e.g. aws_endpoint=http://127.0.0.1:9000.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+impl LakeArgs {
+    pub fn options(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        self.storage_options
+            .iter()
+            .map(|kv| parse_kv(kv, "--storage-option"))
+            .collect()
+    }
+
+    pub fn open(&self) -> anyhow::Result<trib_lake::LakeStore> {
+        Ok(trib_lake::LakeStore::open(&self.path, &self.options()?)?)
+    }
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The topic (its table in the lake has its name).
+    topic: String,
+    /// Only these partitions (comma separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<i32>,
+    /// Start at this offset (default: the beginning, or where the lake's copy ends).
+    #[arg(long, conflicts_with = "from_time")]
+    from_offset: Option<i64>,
+    /// Start at the first record at or after this time (epoch ms or RFC 3339).
+    #[arg(long)]
+    from_time: Option<String>,
+    /// Stop before this offset (default: the end of each partition when the export starts).
+    #[arg(long, conflicts_with = "to_time")]
+    to_offset: Option<i64>,
+    /// Stop at the first record after this time (epoch ms or RFC 3339).
+    #[arg(long)]
+    to_time: Option<String>,
+    /// json: the values' fields as columns; raw: key, value, headers, timestamp, … columns.
+    #[arg(long, default_value = "json")]
+    mode: String,
+    /// Rows per file at most.
+    #[arg(long, default_value_t = 1_000_000)]
+    roll_rows: usize,
+    /// Bytes of values per file at most.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    roll_bytes: usize,
+    #[command(flatten)]
+    lake: LakeArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Only this table.
+    #[arg(long)]
+    table: Option<String>,
+    /// Merge files until the merged input reaches this many MiB.
+    #[arg(long, default_value_t = 256)]
+    target_mb: u64,
+    /// Keep merged files this many milliseconds after their replacement is stored, for
+    /// queries that listed the folder just before.
+    #[arg(long, default_value_t = 10_000)]
+    grace_ms: u64,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+pub async fn run(c: LakeCommand) -> anyhow::Result<()> {
+    match c {
+        LakeCommand::Export(a) => export(a).await,
+        LakeCommand::Compact(a) => compact(a).await,
+    }
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    let template = format!(
+        "{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+async fn compact(a: CompactArgs) -> anyhow::Result<()> {
+    let store = a.lake.open()?;
+    let pb = bar(0, "compacting (bytes)");
+    let opts = trib_lake::compact::CompactOptions {
+        table: a.table,
+        target_bytes: a.target_mb.max(1) * 1024 * 1024,
+        grace: Duration::from_millis(a.grace_ms),
+    };
+    let p = pb.clone();
+    let r = trib_lake::compact::compact(&store, &opts, &move |done, total| {
+        p.set_length(total);
+        p.set_position(done);
+    })
+    .await?;
+    pb.finish_and_clear();
+    println!(
+        "compacted {} files into {} ({} rows, {} -> {} bytes){}",
+        r.files_merged,
+        r.files_written,
+        r.rows,
+        r.bytes_before,
+        r.bytes_after,
+        if r.skipped > 0 {
+            format!("; {} groups left alone (see the log)", r.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// One partition's range to export: [start, end).
+struct Range {
+    start: i64,
+    end: i64,
+}
+
+async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let mode = match a.mode.as_str() {
+        "json" => LakeMode::Json,
+        "raw" => LakeMode::Raw,
+        m => bail!("--mode `{m}`: json or raw"),
+    };
+    let cfg = LakeSink {
+        kind: "lake".into(),
+        buffer: None,
+        inputs: Vec::new(),
+        path: a.lake.path.clone(),
+        storage_options: a.lake.options()?,
+        table: a.topic.clone(),
+        mode,
+        schema: Vec::new(),
+        roll_rows: a.roll_rows,
+        roll_bytes: a.roll_bytes,
+        roll_age_ms: u64::MAX / 4,
+    };
+    let mut writer = trib_lake::LakeWriter::open(&cfg, Default::default()).await?;
+    let consumer: BaseConsumer = a
+        .client
+        .config()?
+        .set("group.id", "trib-lake-export")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // Only committed records of transactional producers.
+        .set("isolation.level", "read_committed")
+        .set("fetch.max.bytes", "67108864")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
+        .context("cannot create the consumer")?;
+    let md = consumer
+        .fetch_metadata(Some(&a.topic), TIMEOUT)
+        .with_context(|| format!("cannot reach {}", a.client.brokers))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == a.topic) else {
+        bail!("topic {} not found", a.topic)
+    };
+    if let Some(e) = t.error() {
+        bail!("topic {}: {e:?}", a.topic);
+    }
+    let all: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    let parts = if a.partitions.is_empty() {
+        all
+    } else {
+        for p in &a.partitions {
+            if !all.contains(p) {
+                bail!("--partitions: topic {} has no partition {p}", a.topic);
+            }
+        }
+        a.partitions.clone()
+    };
+    let from_time = a
+        .from_time
+        .as_deref()
+        .map(|t| parse_time_ms(t, "--from-time"))
+        .transpose()?;
+    let to_time = a
+        .to_time
+        .as_deref()
+        .map(|t| parse_time_ms(t, "--to-time"))
+        .transpose()?;
+    // Each partition's range, from the broker's offsets and what the lake already holds.
+    let mut ranges: HashMap<i32, Range> = HashMap::new();
+    for &p in &parts {
+        let (low, high) = consumer
+            .fetch_watermarks(&a.topic, p, TIMEOUT)
+            .with_context(|| format!("{} partition {p}: offsets", a.topic))?;
+        let mut start = a.from_offset.unwrap_or(low).max(low);
+        if let Some(ms) = from_time {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&a.topic, p, Offset::Offset(ms))?;
+            let found = consumer
+                .offsets_for_times(tpl, TIMEOUT)
+                .with_context(|| format!("{} partition {p}: offset lookup by time", a.topic))?;
+            start = match found.find_partition(&a.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o,
+                _ => high,
+            };
+        }
+        if let Some(held) = writer.committed(&a.topic, p) {
+            start = start.max(held + 1);
+        }
+        let end = a.to_offset.map_or(high, |o| o.min(high));
+        ranges.insert(p, Range { start, end });
+    }
+    let total: u64 = ranges
+        .values()
+        .map(|r| (r.end - r.start).max(0) as u64)
+        .sum();
+    let pb = bar(total, "exporting (records)");
+    let mut tpl = TopicPartitionList::new();
+    for (p, r) in &ranges {
+        if r.start < r.end {
+            tpl.add_partition_offset(&a.topic, *p, Offset::Offset(r.start))?;
+        }
+    }
+    let mut open: Vec<i32> = ranges
+        .iter()
+        .filter(|(_, r)| r.start < r.end)
+        .map(|(p, _)| *p)
+        .collect();
+    if open.is_empty() {
+        pb.finish_and_clear();
+        println!("nothing to export: the lake holds {} up to the end", a.topic);
+        return Ok(());
+    }
+    consumer.assign(&tpl)?;
+    // The consumer runs on its own thread and hands over batches of events.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(8);
+    let topic: Arc<str> = a.topic.as_str().into();
+    let source: Arc<str> = "lake-export".into();
+    let ends: HashMap<i32, i64> = ranges.iter().map(|(p, r)| (*p, r.end)).collect();
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut batch = Vec::with_capacity(4096);
+        let mut idle = std::time::Instant::now();
+        while !open.is_empty() {
+            let m = match consumer.poll(Duration::from_millis(100)) {
+                None => {
+                    if idle.elapsed() > Duration::from_secs(60) {
+                        bail!("no records for 60 s with partitions {open:?} unfinished");
+                    }
+                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err()
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Some(m) => m.context("consume failed")?,
+            };
+            idle = std::time::Instant::now();
+            let p = m.partition();
+            let end = ends.get(&p).copied().unwrap_or(i64::MAX);
+            let ts = m.timestamp().to_millis().unwrap_or_default();
+            let past_time = to_time.is_some_and(|t| ts > t);
+            if m.offset() >= end || past_time || !open.contains(&p) {
+                if open.contains(&p) {
+                    open.retain(|x| *x != p);
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&topic, p);
+                    let _ = consumer.incremental_unassign(&tpl);
+                }
+                continue;
+            }
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string().into(),
+                                bytes::Bytes::copy_from_slice(x.value.unwrap_or_default()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            batch.push(Event::from_record(
+                &source,
+                &topic,
+                p,
+                m.offset(),
+                ts,
+                m.key(),
+                m.payload(),
+                headers,
+            ));
+            if m.offset() + 1 >= end {
+                open.retain(|x| *x != p);
+            }
+            if batch.len() >= 4096 && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    });
+    let mut exported = 0u64;
+    while let Some(batch) = rx.recv().await {
+        exported += batch.len() as u64;
+        pb.inc(batch.len() as u64);
+        for e in batch {
+            writer.push(e).await;
+        }
+    }
+    writer.finish().await;
+    pb.finish_and_clear();
+    reader.await??;
+    println!("exported {exported} records of {} into {}", a.topic, a.lake.path);
+    Ok(())
+}
