@@ -258,7 +258,10 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
         .collect();
     if open.is_empty() {
         pb.finish_and_clear();
-        println!("nothing to export: the lake holds {} up to the end", a.topic);
+        println!(
+            "nothing to export: the lake holds {} up to the end",
+            a.topic
+        );
         return Ok(());
     }
     consumer.assign(&tpl)?;
@@ -276,8 +279,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
                     if idle.elapsed() > Duration::from_secs(60) {
                         bail!("no records for 60 s with partitions {open:?} unfinished");
                     }
-                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err()
-                    {
+                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                         return Ok(());
                     }
                     continue;
@@ -344,6 +346,9 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     writer.finish().await;
     pb.finish_and_clear();
     reader.await??;
-    println!("exported {exported} records of {} into {}", a.topic, a.lake.path);
+    println!(
+        "exported {exported} records of {} into {}",
+        a.topic, a.lake.path
+    );
     Ok(())
 }

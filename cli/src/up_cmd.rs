@@ -49,6 +49,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     if std::env::var_os("TRIB_OUT").is_none() {
         std::env::set_var("TRIB_OUT", &out);
     }
+    if std::env::var_os("TRIB_LAKE").is_none() {
+        std::env::set_var("TRIB_LAKE", a.data_dir.join("lake"));
+    }
     for f in &files {
         trib_pipelines::supervisor::load_valid(f)?;
     }

@@ -51,10 +51,7 @@ pub fn router(lake: SqlLake) -> Router {
         .with_state(state)
 }
 
-async fn query_get(
-    State(s): State<Arc<AppState>>,
-    Query(q): Query<QueryRequest>,
-) -> Response {
+async fn query_get(State(s): State<Arc<AppState>>, Query(q): Query<QueryRequest>) -> Response {
     answer(&s, q).await
 }
 
@@ -119,8 +116,5 @@ async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         c.rows.load(Ordering::Relaxed),
         c.micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -45,7 +45,9 @@ pub fn write(
             writeln!(out, "{t}")?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             if batches.is_empty() {
                 // A header even for no rows.
                 w.write(&RecordBatch::new_empty(schema.clone()))?;

@@ -13,14 +13,18 @@ use crate::SqlLake;
 /// Runs the prompt until `\q` or end of input.
 pub async fn run(lake: &SqlLake, mut format: Format) -> anyhow::Result<()> {
     let mut ed = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME")
-        .map(|h| std::path::PathBuf::from(h).join(".trib_sql_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".trib_sql_history"));
     if let Some(h) = &history {
         let _ = ed.load_history(h);
     }
     let mut statement = String::new();
     loop {
-        let prompt = if statement.is_empty() { "trib> " } else { "  ...> " };
+        let prompt = if statement.is_empty() {
+            "trib> "
+        } else {
+            "  ...> "
+        };
         let line = match ed.readline(prompt) {
             Ok(l) => l,
             Err(ReadlineError::Interrupted) => {
@@ -99,7 +103,9 @@ async fn command(lake: &SqlLake, cmd: &str, format: &mut Format) -> anyhow::Resu
         (Some("\\refresh"), None) => {
             lake.refresh().await?;
         }
-        _ => anyhow::bail!("unknown command `{cmd}` (\\d, \\d <table>, \\format <f>, \\refresh, \\q)"),
+        _ => anyhow::bail!(
+            "unknown command `{cmd}` (\\d, \\d <table>, \\format <f>, \\refresh, \\q)"
+        ),
     }
     Ok(false)
 }

@@ -497,6 +497,33 @@ fn trib_up_runs_the_quickstart_and_stops_cleanly() {
         trib_e2e::http_get(format!("127.0.0.1:{http}").parse().unwrap(), "/health").trim(),
         "ok"
     );
+    // Every record of the topic reaches the lake, and SQL counts it (the README's query).
+    let lake = dir.path().join("data/lake");
+    let count = || {
+        let out = std::process::Command::new(trib_bin())
+            .args(["sql", "--format", "csv", "--path"])
+            .arg(&lake)
+            .args([
+                "-e",
+                r#"SELECT count(*) AS n, count(DISTINCT _offset * 16 + _partition) AS d FROM "web-logs""#,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = count();
+        if c == "3000,3000" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lake count {c:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let _ = std::process::Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -515,6 +542,7 @@ fn trib_up_runs_the_quickstart_and_stops_cleanly() {
         out.contains("Tributary is up.") && out.contains("stopped"),
         "{out}"
     );
+    assert_eq!(count(), "3000,3000", "the lake after the stop");
 }
 
 #[test]
