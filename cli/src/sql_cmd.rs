@@ -24,12 +24,21 @@ pub struct SqlArgs {
     /// Answer queries over HTTP on this address (e.g. 127.0.0.1:8089) instead.
     #[arg(long)]
     serve: Option<String>,
+    /// Broker for `tail('<topic>')` (the part of a topic not yet in the lake).
+    #[arg(
+        long,
+        short = 'b',
+        env = "TRIB_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    brokers: String,
     #[command(flatten)]
     lake: LakeArgs,
 }
 
 pub async fn run(a: SqlArgs) -> anyhow::Result<()> {
     let lake = SqlLake::open(a.lake.open()?).await?;
+    lake.enable_tail(&a.brokers);
     if let Some(addr) = &a.serve {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -60,11 +69,16 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     for s in statements {
+        let started = std::time::Instant::now();
         let (schema, batches) = lake
             .query(&s)
             .await
             .with_context(|| format!("query `{}`", s.trim()))?;
         trib_sql::output::write(&schema, &batches, a.format, &mut out)?;
+        if a.format == Format::Table {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            eprintln!("{rows} row(s) in {:.3} s", started.elapsed().as_secs_f64());
+        }
     }
     out.flush()?;
     Ok(())

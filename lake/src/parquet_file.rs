@@ -47,6 +47,16 @@ const SAMPLE_ROWS: usize = 1024;
 
 /// The Parquet bytes of `events`.
 pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
+    let (batch, rejected) = record_batch(events, enc)?;
+    Ok(Encoded {
+        bytes: write_parquet(&batch)?,
+        rejected,
+    })
+}
+
+/// The rows of `events` as a lake file has them, and how many values did not fit the declared
+/// schema.
+pub fn record_batch(events: &[Event], enc: &Encoding) -> anyhow::Result<(RecordBatch, u64)> {
     let mut rejected = 0;
     let batch = match enc.mode {
         LakeMode::Raw => raw_batch(events)?,
@@ -60,10 +70,7 @@ pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
             raw_batch(events)
         })?,
     };
-    Ok(Encoded {
-        bytes: write_parquet(&batch)?,
-        rejected,
-    })
+    Ok((batch, rejected))
 }
 
 /// The writer settings of every lake file.

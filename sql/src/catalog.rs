@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{
@@ -30,6 +31,8 @@ pub struct SqlLake {
     view: Arc<dyn ObjectStore>,
     ctx: SessionContext,
     schemas: Mutex<HashMap<String, SchemaRef>>,
+    /// Each table's columns (with `date` and `hour`), for `tail()`.
+    tables: crate::live::TableSchemas,
 }
 
 /// The partition columns of every table.
@@ -57,6 +60,7 @@ impl SqlLake {
             view,
             ctx,
             schemas: Mutex::new(HashMap::new()),
+            tables: Default::default(),
         };
         lake.refresh().await?;
         Ok(lake)
@@ -96,6 +100,9 @@ impl SqlLake {
                 .with_listing_options(options)
                 .with_schema(schema);
             let table = ListingTable::try_new(config)?;
+            if let Ok(mut t) = self.tables.write() {
+                t.insert(name.clone(), table.schema());
+            }
             self.ctx.deregister_table(name.as_str())?;
             self.ctx.register_table(name.as_str(), Arc::new(table))?;
         }
@@ -145,6 +152,18 @@ impl SqlLake {
                 .collect::<Vec<_>>(),
         );
         Ok(Some(Arc::new(merged)))
+    }
+
+    /// Adds `tail('<topic>')`, reading from the broker at `brokers` (`live`).
+    pub fn enable_tail(&self, brokers: &str) {
+        self.ctx.register_udtf(
+            "tail",
+            Arc::new(crate::live::TailFunction {
+                brokers: brokers.to_string(),
+                store: self.store.clone(),
+                schemas: self.tables.clone(),
+            }),
+        );
     }
 
     /// Runs one statement; returns its schema and rows.

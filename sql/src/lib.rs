@@ -3,10 +3,12 @@
 //! `catalog` registers each lake table (a topic) with its partition columns; `view_store` is
 //! the lake as readers should see it (no superseded or partial files); `output` writes results
 //! as a table, CSV, JSON or Parquet; `prompt` is the interactive prompt; `http` answers queries
-//! over HTTP as JSON or Arrow IPC.
+//! over HTTP as JSON or Arrow IPC; `live` is `tail('<topic>')`, the part of a topic not yet in
+//! the lake, read from the broker.
 
 pub mod catalog;
 pub mod http;
+pub mod live;
 pub mod output;
 pub mod prompt;
 pub mod view_store;

@@ -316,3 +316,30 @@ def test_http_endpoint_answers_json_and_arrow(broker, tmp_path):
         p.terminate()
         p.wait(timeout=10)
         log.close()
+
+
+def test_tail_reads_what_the_lake_lacks_from_the_broker(broker, tmp_path):
+    produced = produce_orders(broker, "orders", 600)
+    lake = tmp_path / "lake"
+    trib("lake", "export", "orders", "-b", broker.bootstrap, "--path", str(lake))
+    # 90 more records, one hour after the others, not exported yet.
+    later = T0 + 5 * 3_600_000
+    more = ck_produce(
+        broker,
+        "orders",
+        [{"value": json.dumps({"id": 600 + i, "status": 200, "amount": 2.5, "path": "/t"}).encode(), "timestamp": later + i * 1000} for i in range(90)],
+    )
+    sql = lambda q: [json.loads(l) for l in trib("sql", "--path", str(lake), "-b", broker.bootstrap, "--format", "json", "-e", q).stdout.splitlines()]
+    assert sql("SELECT count(*) AS n, min(id) AS lo FROM tail('orders')") == [{"n": 90, "lo": 600}]
+    # History and tail in one query, without overlap.
+    assert sql("SELECT count(*) AS n, count(DISTINCT id) AS d FROM (SELECT id FROM orders UNION ALL SELECT id FROM tail('orders'))") == [{"n": 690, "d": 690}]
+    # A time bound starts each partition at the broker's timestamp index.
+    bound = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later / 1000 + 60))
+    rows = sql(f"SELECT count(*) AS n FROM tail('orders') WHERE _timestamp >= TIMESTAMP '{bound}'")
+    assert rows == [{"n": 30}], rows
+    # The partition columns are there, as in the lake table.
+    assert sql("SELECT DISTINCT hour FROM tail('orders')") == [{"hour": 15}]
+    # A topic the lake does not have is a clear error.
+    p = trib("sql", "--path", str(lake), "-b", broker.bootstrap, "-e", "SELECT * FROM tail('nope')", check=False)
+    assert p.returncode != 0 and "no table `nope`" in p.stderr, p.stderr
+    assert len(produced) + len(more) == 690
