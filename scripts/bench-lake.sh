@@ -52,7 +52,7 @@ with open(out, "w") as f:
             "region": rng.choice(("eu-west-1", "us-east-1", "ap-south-1")),
             "agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
         }
-        rec["message"] = " ".join(rng.choice(words) for _ in range(105))
+        rec["message"] = " ".join(rng.choice(words) for _ in range(130))
         f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 PYEOF
 AVG=$(awk '{s+=length($0)} END {printf "%d", s/NR}' "$WORK/records.ndjson")
