@@ -30,7 +30,7 @@ pub enum StoreError {
         op: &'static str,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("lake {location}: {op} `{key}`: {source}")]
     Io {
@@ -179,7 +179,7 @@ impl LakeStore {
             location: self.location.clone(),
             op,
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 

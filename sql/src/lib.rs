@@ -20,7 +20,7 @@ pub use output::Format;
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     #[error(transparent)]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(Box<datafusion::error::DataFusionError>),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
@@ -29,4 +29,10 @@ pub enum SqlError {
     Lake(#[from] trib_lake::store::StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<datafusion::error::DataFusionError> for SqlError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::DataFusion(Box::new(e))
+    }
 }

@@ -1,6 +1,7 @@
 //! SQL over a lake written by the lake writer: answers checked against the data written,
 //! partition pruning, schema evolution and type conflicts across files, and compaction while
 //! queries run (every query sees every row once).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
