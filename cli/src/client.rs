@@ -55,3 +55,22 @@ pub fn parse_time_ms(t: &str, what: &str) -> anyhow::Result<i64> {
             .as_millis() as i64,
     })
 }
+
+/// The partition ids of `topic`, from the broker's metadata; an error names the topic.
+pub fn topic_partitions(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("cannot reach {brokers}: {e}"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        anyhow::bail!("topic {topic} not found")
+    };
+    if let Some(e) = t.error() {
+        anyhow::bail!("topic {topic}: {e:?}");
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}

@@ -78,19 +78,11 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         .set("enable.partition.eof", "false")
         .create()
         .context("cannot create consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(&a.topic), TIMEOUT)
-        .with_context(|| format!("cannot reach {}", a.client.brokers))?;
-    let Some(t) = md.topics().iter().find(|t| t.name() == a.topic) else {
-        bail!("topic {} not found", a.topic)
-    };
-    if let Some(e) = t.error() {
-        bail!("topic {}: {e:?}", a.topic);
-    }
+    let all = crate::client::topic_partitions(&consumer, &a.client.brokers, &a.topic)?;
     let parts: Vec<i32> = match a.partition {
-        Some(p) if t.partitions().iter().any(|x| x.id() == p) => vec![p],
+        Some(p) if all.contains(&p) => vec![p],
         Some(p) => bail!("topic {} has no partition {p}", a.topic),
-        None => t.partitions().iter().map(|p| p.id()).collect(),
+        None => all,
     };
     let from = parse_from(&a.from)?;
     let mut tpl = TopicPartitionList::new();

@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
 use trib_pipelines::event::Event;
 
-use crate::client::{parse_kv, parse_time_ms, ClientArgs, TIMEOUT};
+use crate::client::{parse_kv, parse_time_ms, topic_partitions, ClientArgs, TIMEOUT};
 
 #[derive(Subcommand)]
 pub enum LakeCommand {
@@ -187,16 +187,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .context("cannot create the consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(&a.topic), TIMEOUT)
-        .with_context(|| format!("cannot reach {}", a.client.brokers))?;
-    let Some(t) = md.topics().iter().find(|t| t.name() == a.topic) else {
-        bail!("topic {} not found", a.topic)
-    };
-    if let Some(e) = t.error() {
-        bail!("topic {}: {e:?}", a.topic);
-    }
-    let all: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    let all = topic_partitions(&consumer, &a.client.brokers, &a.topic)?;
     let parts = if a.partitions.is_empty() {
         all
     } else {
