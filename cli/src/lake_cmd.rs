@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
 use trib_pipelines::event::Event;
@@ -173,7 +173,8 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
         roll_bytes: a.roll_bytes,
         roll_age_ms: u64::MAX / 4,
     };
-    let mut writer = trib_lake::LakeWriter::open(&cfg, Default::default()).await?;
+    let metrics = trib_pipelines::metrics::ComponentMetrics::default();
+    let mut writer = trib_lake::LakeWriter::open(&cfg, metrics.clone()).await?;
     let consumer: BaseConsumer = a
         .client
         .config()?
@@ -281,8 +282,8 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
             idle = std::time::Instant::now();
             let p = m.partition();
             let end = ends.get(&p).copied().unwrap_or(i64::MAX);
-            let ts = m.timestamp().to_millis().unwrap_or_default();
-            let past_time = to_time.is_some_and(|t| ts > t);
+            let past_time =
+                to_time.is_some_and(|t| m.timestamp().to_millis().is_some_and(|ts| ts > t));
             if m.offset() >= end || past_time || !open.contains(&p) {
                 if open.contains(&p) {
                     open.retain(|x| *x != p);
@@ -292,29 +293,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string().into(),
-                                bytes::Bytes::copy_from_slice(x.value.unwrap_or_default()),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            batch.push(Event::from_record(
-                &source,
-                &topic,
-                p,
-                m.offset(),
-                ts,
-                m.key(),
-                m.payload(),
-                headers,
-            ));
+            batch.push(trib_connectors::kafka::event_of(&source, &topic, &m));
             if m.offset() + 1 >= end {
                 open.retain(|x| *x != p);
             }
@@ -338,6 +317,12 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     writer.finish().await;
     pb.finish_and_clear();
     reader.await??;
+    // A roll that could not be encoded is logged and not in the lake; say so rather than exit
+    // as if all were exported.
+    let failed = metrics.errors.get();
+    if failed > 0 {
+        bail!("{failed} records could not be written to the lake (see the log)");
+    }
     println!(
         "exported {exported} records of {} into {}",
         a.topic, a.lake.path

@@ -1,7 +1,9 @@
 //! The Kafka source: a consumer-group member on any Kafka-protocol cluster (librdkafka). Each
 //! polled batch carries a batch notifier; offsets are committed in poll order, and only up to
 //! the last batch the pipeline has fully delivered. A batch that comes back abandoned stops
-//! the source with an error, so a restart reads it again from the last commit.
+//! the source with an error, so a restart reads it again from the last commit. `event_of` is how
+//! every consumer of Tributary (this source, `trib lake export`, SQL's `tail()`) turns a record
+//! into an event.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -181,32 +183,7 @@ fn consume(s: Box<Kafka>, cx: SourceContext, rt: tokio::runtime::Handle) -> anyh
                     t
                 }
             };
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string().into(),
-                                Bytes::copy_from_slice(x.value.unwrap_or_default()),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let e = Event::from_record(
-                &cx.name,
-                &topic,
-                m.partition(),
-                m.offset(),
-                m.timestamp()
-                    .to_millis()
-                    .unwrap_or_else(trib_pipelines::event::now_ms),
-                m.key(),
-                m.payload(),
-                headers,
-            )
-            .with_finalizer(notifier.finalizer());
+            let e = event_of(&cx.name, &topic, &m).with_finalizer(notifier.finalizer());
             cx.metrics.bytes_in.inc_by(m.payload_len() as u64);
             offsets.insert((topic.clone(), m.partition()), m.offset());
             batch.push(e);
@@ -250,4 +227,34 @@ fn lag(c: &BaseConsumer) -> i64 {
             }
         })
         .sum()
+}
+
+/// A consumed Kafka record as an event (value, key, headers, timestamp; topic, partition and
+/// offset in its meta). The record's time is now when the broker gave none.
+pub fn event_of(source: &Arc<str>, topic: &Arc<str>, m: &impl Message) -> Event {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string().into(),
+                        Bytes::copy_from_slice(x.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Event::from_record(
+        source,
+        topic,
+        m.partition(),
+        m.offset(),
+        m.timestamp()
+            .to_millis()
+            .unwrap_or_else(trib_pipelines::event::now_ms),
+        m.key(),
+        m.payload(),
+        headers,
+    )
 }

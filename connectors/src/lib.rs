@@ -8,7 +8,7 @@ mod host_metrics;
 mod http;
 mod http_get;
 mod journald;
-mod kafka;
+pub mod kafka;
 mod kafka_endpoint;
 mod line_reader;
 mod metric_event;

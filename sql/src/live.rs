@@ -262,16 +262,7 @@ fn read_tail(
             continue;
         };
         if m.offset() < end {
-            out.push(Event::from_record(
-                &source,
-                &name,
-                p,
-                m.offset(),
-                m.timestamp().to_millis().unwrap_or_default(),
-                m.key(),
-                m.payload(),
-                Vec::new(),
-            ));
+            out.push(trib_connectors::kafka::event_of(&source, &name, &m));
         }
         if m.offset() + 1 >= end {
             ends.remove(&p);
