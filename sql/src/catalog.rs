@@ -122,24 +122,37 @@ impl SqlLake {
         if metas.is_empty() {
             return Ok(None);
         }
-        let mut cache = self.schemas.lock().await;
+        // Footers are read without holding the cache, so queries of a server do not wait on
+        // another's reads.
+        let known: HashMap<String, SchemaRef> = {
+            let cache = self.schemas.lock().await;
+            metas
+                .iter()
+                .filter_map(|m| {
+                    let k = m.location.to_string();
+                    cache.get(&k).map(|s| (k, s.clone()))
+                })
+                .collect()
+        };
         let format = ParquetFormat::default();
         let state = self.ctx.state();
         let mut schemas = Vec::with_capacity(metas.len());
+        let mut new = Vec::new();
         for m in metas {
             let key = m.location.to_string();
-            let s = match cache.get(&key) {
+            let s = match known.get(&key) {
                 Some(s) => s.clone(),
                 None => {
                     let s = format
                         .infer_schema(&state, &self.view, std::slice::from_ref(&m))
                         .await?;
-                    cache.insert(key, s.clone());
+                    new.push((key, s.clone()));
                     s
                 }
             };
             schemas.push(s);
         }
+        self.schemas.lock().await.extend(new);
         // Files that changed shape in the same table are merged; the folder columns are not
         // file columns.
         let mut merged = trib_lake::schema::merge(&schemas);
