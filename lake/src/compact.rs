@@ -8,7 +8,7 @@
 //! skip the originals; the originals are removed only after `grace`, so a query that listed the
 //! folder just before can still read them. Either way no record is seen twice or missed. Files
 //! with different columns (schema evolution) merge into the union of their columns
-//! (`schema::merge`).
+//! (`schema::merge`). Superseded files an interrupted compaction left are removed by the next.
 //!
 //! Run one compaction at a time per lake.
 
@@ -68,7 +68,16 @@ pub async fn compact(
         .sum();
     let mut report = CompactReport::default();
     let mut done = 0;
-    let mut merged_away = Vec::new();
+    // Files a compaction already superseded but did not get to remove go now too.
+    let shown: std::collections::HashSet<&str> = layout::visible(&listing)
+        .into_iter()
+        .map(|o| o.key.as_str())
+        .collect();
+    let mut merged_away: Vec<String> = listing
+        .iter()
+        .filter(|o| !shown.contains(o.key.as_str()) && !o.key.ends_with(".tmp"))
+        .map(|o| o.key.clone())
+        .collect();
     for g in groups {
         let size: u64 = g.files.iter().map(|(_, o)| o.size).sum();
         match merge(store, &g).await {
@@ -203,6 +212,75 @@ fn rewrite(inputs: &[Bytes]) -> anyhow::Result<(Vec<u8>, u64)> {
 mod tests {
     use super::*;
     use crate::layout::roll_file;
+    use trib_pipelines::config::sinks::LakeMode;
+    use trib_pipelines::event::Event;
+
+    fn file_of(offsets: std::ops::Range<i64>) -> Bytes {
+        let events: Vec<Event> = offsets
+            .map(|o| {
+                let mut e = Event::raw(format!(r#"{{"id":{o}}}"#));
+                e.meta.partition = Some(0);
+                e.meta.offset = Some(o);
+                e
+            })
+            .collect();
+        let enc = crate::parquet_file::Encoding {
+            mode: LakeMode::Json,
+            schema: Vec::new(),
+        };
+        Bytes::from(crate::parquet_file::encode(&events, &enc).unwrap().bytes)
+    }
+
+    #[tokio::test]
+    async fn merges_and_removes_what_an_interrupted_compaction_left() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LakeStore::open(&d.path().to_string_lossy(), &Default::default()).unwrap();
+        let dir = "t/date=2024-01-01/hour=00";
+        let put = |f: LakeFile, r: std::ops::Range<i64>| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(&format!("{dir}/{}", f.name()), file_of(r))
+                    .await
+                    .unwrap()
+            }
+        };
+        // A compaction stored p0 0..=19 and was stopped before removing its two inputs.
+        put(roll_file(0, 0, 9, 0, 1), 0..10).await;
+        put(roll_file(0, 10, 19, 0, 1), 10..20).await;
+        let merged = LakeFile {
+            kind: Kind::Compacted,
+            ..roll_file(0, 0, 19, 0, 1)
+        };
+        put(merged, 0..20).await;
+        put(roll_file(0, 20, 29, 0, 1), 20..30).await;
+        put(roll_file(0, 30, 39, 0, 1), 30..40).await;
+        // The newest roll stays as it is.
+        put(roll_file(0, 40, 49, 0, 1), 40..50).await;
+        let opts = CompactOptions {
+            table: None,
+            target_bytes: 1 << 30,
+            grace: Duration::ZERO,
+        };
+        let r = compact(&store, &opts, &|_, _| {}).await.unwrap();
+        assert_eq!(
+            (r.files_merged, r.files_written, r.rows),
+            (3, 1, 40),
+            "{r:?}"
+        );
+        let names: Vec<String> = store
+            .list("t")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.rsplit('/').next().unwrap().to_string())
+            .collect();
+        let compacted = LakeFile {
+            kind: Kind::Compacted,
+            ..roll_file(0, 0, 39, 0, 1)
+        };
+        assert_eq!(names, [compacted.name(), roll_file(0, 40, 49, 0, 1).name()]);
+    }
 
     #[test]
     fn plans_groups_per_folder_and_partition_and_leaves_the_newest_roll() {

@@ -46,7 +46,7 @@ pub fn validate(c: &LakeSink) -> anyhow::Result<()> {
     anyhow::ensure!(c.roll_bytes > 0, "roll_bytes: must be at least 1");
     anyhow::ensure!(!c.path.is_empty(), "path: must not be empty");
     anyhow::ensure!(
-        !c.table.is_empty() && !c.table.contains(['/', '\\']),
+        !c.table.is_empty() && !c.table.contains(['/', '\\']) && c.table != "." && c.table != "..",
         "table: `{}` is not a folder name",
         c.table
     );
