@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Lake benchmarks (BENCHMARKS.md, "Lake"): builds the release binary, starts a broker on
 # loopback, produces N JSON records of about 1 KiB into a topic of 4 partitions, then
-#   1. export: `trib lake export` of the whole topic into a local lake; records per second from
-#      the export's start to its exit, its CPU time and peak RSS;
+#   1. export: `trib lake export` of the whole topic into a local lake, 4 times; records per
+#      second from the export's start to its exit, its CPU time and peak RSS;
 #   2. SQL: scan, filter, group-by and time-range queries on the exported files, each run 5
 #      times by `trib sql` (DataFusion; the time it prints for the query) and by DuckDB (Python
 #      package, in-process, time of execute + fetch); the median of each.
@@ -59,14 +59,17 @@ AVG=$(awk '{s+=length($0)} END {printf "%d", s/NR}' "$WORK/records.ndjson")
 echo "   average record: $AVG bytes"
 "$T" produce bench-lake -f "$WORK/records.ndjson" -b "127.0.0.1:$PORT" --compression lz4 >/dev/null
 
-echo "== export"
+echo "== export (4 runs, each into an empty lake; the first run right after the produce)"
 LAKE="$WORK/lake"
-start=$(date +%s.%N)
-/usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KiB max RSS" \
-    "$T" lake export bench-lake -b "127.0.0.1:$PORT" --path "$LAKE" 2>"$WORK/export.time" >/dev/null
-end=$(date +%s.%N)
-tail -1 "$WORK/export.time"
-awk -v n="$N" -v s="$start" -v e="$end" 'BEGIN {printf "   %.0f records/s\n", n/(e-s)}'
+for run in 1 2 3 4; do
+    rm -rf "$LAKE"
+    start=$(date +%s.%N)
+    /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KiB max RSS" \
+        "$T" lake export bench-lake -b "127.0.0.1:$PORT" --path "$LAKE" 2>"$WORK/export.time" >/dev/null
+    end=$(date +%s.%N)
+    awk -v r="$run" -v n="$N" -v s="$start" -v e="$end" -v t="$(tail -1 "$WORK/export.time")" \
+        'BEGIN {printf "   run %d: %.0f records/s (%s)\n", r, n/(e-s), t}'
+done
 echo "   lake: $(du -sh "$LAKE" | cut -f1) in $(find "$LAKE" -name '*.parquet' | wc -l) files"
 
 echo "== SQL: trib sql (DataFusion) vs DuckDB, median of 5 runs"

@@ -148,6 +148,9 @@ async fn compact(a: CompactArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events the reader thread hands over at a time.
+const BATCH: usize = 4096;
+
 /// One partition's range to export: [start, end).
 struct Range {
     start: i64,
@@ -264,7 +267,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     let source: Arc<str> = "lake-export".into();
     let ends: HashMap<i32, i64> = ranges.iter().map(|(p, r)| (*p, r.end)).collect();
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut batch = Vec::with_capacity(4096);
+        let mut batch = Vec::with_capacity(BATCH);
         let mut idle = std::time::Instant::now();
         while !open.is_empty() {
             let m = match consumer.poll(Duration::from_millis(100)) {
@@ -272,7 +275,11 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
                     if idle.elapsed() > Duration::from_secs(60) {
                         bail!("no records for 60 s with partitions {open:?} unfinished");
                     }
-                    if !batch.is_empty() && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    if !batch.is_empty()
+                        && tx
+                            .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                            .is_err()
+                    {
                         return Ok(());
                     }
                     continue;
@@ -297,7 +304,11 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
             if m.offset() + 1 >= end {
                 open.retain(|x| *x != p);
             }
-            if batch.len() >= 4096 && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+            if batch.len() >= BATCH
+                && tx
+                    .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .is_err()
+            {
                 return Ok(());
             }
         }

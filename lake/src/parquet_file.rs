@@ -20,7 +20,7 @@ use arrow_array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -46,12 +46,46 @@ pub struct Encoded {
 const SAMPLE_ROWS: usize = 1024;
 
 /// The Parquet bytes of `events`.
+///
+/// Raw JSON bodies (the common case) are decoded and written `ENCODE_CHUNK` rows at a time, so
+/// the decoder's buffers stay small and are reused instead of growing with the file.
 pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
+    if enc.mode == LakeMode::Json && enc.schema.is_empty() {
+        let mut w: Option<ArrowWriter<Vec<u8>>> = None;
+        let decoded = fast_json(events, ENCODE_CHUNK, |b| {
+            let w = match &mut w {
+                Some(w) => w,
+                None => w.insert(ArrowWriter::try_new(
+                    Vec::with_capacity(raw_len(events) / 3),
+                    b.schema(),
+                    Some(writer_properties()),
+                )?),
+            };
+            Ok(w.write(&b)?)
+        })?;
+        if let (true, Some(w)) = (decoded, w) {
+            return Ok(Encoded {
+                bytes: w.into_inner()?,
+                rejected: 0,
+            });
+        }
+    }
     let (batch, rejected) = record_batch(events, enc)?;
     Ok(Encoded {
         bytes: write_parquet(&batch)?,
         rejected,
     })
+}
+
+/// Rows decoded and written at a time by `encode`.
+const ENCODE_CHUNK: usize = 8192;
+
+fn raw_len(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter_map(|e| e.raw.as_ref())
+        .map(|r| r.len())
+        .sum()
 }
 
 /// The rows of `events` as a lake file has them, and how many values did not fit the declared
@@ -92,8 +126,18 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
 }
 
-/// The metadata columns of json mode, appended to the fields' columns.
-fn with_metadata(fields: RecordBatch, events: &[Event]) -> anyhow::Result<RecordBatch> {
+/// Whether json mode writes `_partition` and `_offset`: when any event came from Kafka.
+fn has_offsets(events: &[Event]) -> bool {
+    events.iter().any(|e| e.meta.offset.is_some())
+}
+
+/// The metadata columns of json mode, appended to the fields' columns; `offsets`: with
+/// `_partition` and `_offset` (`has_offsets` of the whole file).
+fn with_metadata(
+    fields: RecordBatch,
+    events: &[Event],
+    offsets: bool,
+) -> anyhow::Result<RecordBatch> {
     let mut schema: Vec<Field> = fields
         .schema()
         .fields()
@@ -114,7 +158,7 @@ fn with_metadata(fields: RecordBatch, events: &[Event]) -> anyhow::Result<Record
         TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.timestamp_ms))
             .with_timezone("+00:00"),
     ));
-    if events.iter().any(|e| e.meta.offset.is_some()) {
+    if offsets {
         schema.push(Field::new("_partition", DataType::Int32, true));
         columns.push(Arc::new(Int32Array::from_iter(
             events.iter().map(|e| e.meta.partition),
@@ -134,8 +178,14 @@ fn with_metadata(fields: RecordBatch, events: &[Event]) -> anyhow::Result<Record
 /// a schema guessed from a sample; anything else (structured events, non-JSON bodies, a row the
 /// guess does not fit) takes the slow path of one JSON value per row.
 fn json_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
-    if let Some(b) = fast_json(events) {
-        return with_metadata(b, events);
+    let mut whole = None;
+    if fast_json(events, events.len().max(1), |b| {
+        whole = Some(b);
+        Ok(())
+    })? {
+        if let Some(b) = whole {
+            return Ok(b);
+        }
     }
     let mut rows: Vec<Value> = events.iter().map(row_of).collect();
     let schema = match trib_pipelines::arrow::infer_rows_schema(&rows) {
@@ -147,7 +197,7 @@ fn json_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
         }
     };
     let b = trib_pipelines::arrow::rows_to_record_batch(&rows, Arc::new(schema))?;
-    with_metadata(b, events)
+    with_metadata(b, events, has_offsets(events))
 }
 
 /// An event as a JSON object row.
@@ -162,42 +212,61 @@ fn row_of(e: &Event) -> Value {
     e.to_json()
 }
 
-/// Decodes raw JSON object bodies without building JSON values; None when it cannot.
-fn fast_json(events: &[Event]) -> Option<RecordBatch> {
+/// Decodes raw JSON object bodies without building JSON values, `chunk` rows at a time, and
+/// hands each chunk with its metadata columns to `each`. Ok(false) when these events cannot
+/// take this path (structured events, a body that is not a JSON object, a field the sampled
+/// schema did not show); chunks already handed over are then to be discarded.
+fn fast_json(
+    events: &[Event],
+    chunk: usize,
+    mut each: impl FnMut(RecordBatch) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
     if events.is_empty()
         || events
             .iter()
             .any(|e| !e.fields.is_empty() || e.raw.is_none())
     {
-        return None;
+        return Ok(false);
     }
-    let bodies = || events.iter().filter_map(|e| e.raw.as_ref());
-    let sample: Vec<Value> = bodies()
+    let sample: Option<Vec<Value>> = events
+        .iter()
+        .filter_map(|e| e.raw.as_ref())
         .step_by((events.len() / SAMPLE_ROWS).max(1))
         .map(|b| {
             serde_json::from_slice::<Value>(b)
                 .ok()
                 .filter(Value::is_object)
         })
-        .collect::<Option<_>>()?;
-    let schema: SchemaRef = Arc::new(trib_pipelines::arrow::infer_rows_schema(&sample).ok()?);
+        .collect();
+    let Some(schema) = sample.and_then(|s| trib_pipelines::arrow::infer_rows_schema(&s).ok())
+    else {
+        return Ok(false);
+    };
     // Strict: a field the sample did not show is an error, so nothing is dropped silently.
-    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(events.len())
+    let Ok(mut decoder) = arrow_json::ReaderBuilder::new(Arc::new(schema))
+        .with_batch_size(chunk)
         .with_strict_mode(true)
         .build_decoder()
-        .ok()?;
-    for b in bodies() {
-        let trimmed = b.trim_ascii();
-        if trimmed.first() != Some(&b'{') {
-            return None;
+    else {
+        return Ok(false);
+    };
+    let offsets = has_offsets(events);
+    for part in events.chunks(chunk) {
+        for b in part.iter().filter_map(|e| e.raw.as_ref()) {
+            let trimmed = b.trim_ascii();
+            if trimmed.first() != Some(&b'{') || decoder.decode(trimmed).ok() != Some(trimmed.len())
+            {
+                return Ok(false);
+            }
         }
-        if decoder.decode(trimmed).ok()? != trimmed.len() {
-            return None;
+        match decoder.flush() {
+            Ok(Some(batch)) if batch.num_rows() == part.len() => {
+                each(with_metadata(batch, part, offsets)?)?
+            }
+            _ => return Ok(false),
         }
     }
-    let batch = decoder.flush().ok()??;
-    (batch.num_rows() == events.len()).then_some(batch)
+    Ok(true)
 }
 
 /// Rewrites the values of fields whose types differ between rows as JSON text; returns them.
@@ -326,7 +395,7 @@ fn declared_batch(events: &[Event], columns: &[LakeColumn]) -> anyhow::Result<(R
         arrays.push(array);
     }
     let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
-    Ok((with_metadata(b, events)?, rejected))
+    Ok((with_metadata(b, events, has_offsets(events))?, rejected))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.250Z`,
@@ -480,15 +549,40 @@ mod tests {
 
     #[test]
     fn raw_json_bodies_are_decoded_and_late_new_fields_are_kept() {
-        // 3000 rows: the sample sees every 2nd row; the field only row 2999 has must survive.
-        let mut events: Vec<Event> = (0..3000)
-            .map(|i| from_kafka(&format!(r#"{{"id":{i},"ok":true}}"#), i))
+        // Rows over several encode chunks: the sample sees every 2nd or 9th row; the field only
+        // the last row has (in a later chunk than the first) must survive.
+        for n in [3000, 4 * ENCODE_CHUNK as i64 + 17] {
+            let mut events: Vec<Event> = (0..n)
+                .map(|i| from_kafka(&format!(r#"{{"id":{i},"ok":true}}"#), i))
+                .collect();
+            events.push(from_kafka(
+                &format!(r#"{{"id":{n},"ok":false,"late":"x"}}"#),
+                n,
+            ));
+            let b = read(encode(&events, &inferred()).unwrap());
+            assert_eq!(b.num_rows() as i64, n + 1);
+            assert_eq!(column_json(&b, "late")[n as usize], json!("x"));
+            let ids = column_json(&b, "id");
+            let offsets = column_json(&b, "_offset");
+            for i in 0..=n as usize {
+                assert_eq!((&ids[i], &offsets[i]), (&json!(i), &json!(i)), "row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn raw_json_bodies_over_several_chunks_are_one_file_in_order() {
+        let n = 2 * ENCODE_CHUNK + 5;
+        let events: Vec<Event> = (0..n as i64)
+            .map(|i| from_kafka(&format!(r#"{{"id":{i},"s":"v{i}"}}"#), 1000 + i))
             .collect();
-        events.push(from_kafka(r#"{"id":3000,"ok":false,"late":"x"}"#, 3000));
         let b = read(encode(&events, &inferred()).unwrap());
-        assert_eq!(b.num_rows(), 3001);
-        assert_eq!(column_json(&b, "late")[3000], json!("x"));
-        assert_eq!(column_json(&b, "id")[2999], json!(2999));
+        assert_eq!(b.num_rows(), n);
+        assert_eq!(column_json(&b, "s")[n - 1], json!(format!("v{}", n - 1)));
+        assert_eq!(
+            column_json(&b, "_offset")[ENCODE_CHUNK],
+            json!(1000 + ENCODE_CHUNK)
+        );
     }
 
     #[test]

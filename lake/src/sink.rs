@@ -4,8 +4,10 @@
 //! when the gathered events reach `roll_rows` or `roll_bytes`, or the first has waited
 //! `roll_age_ms`, they are written as a roll: one Parquet file per hour they fall in, each
 //! stored whole before the next (`layout`). Only then are the events acknowledged, so the Kafka
-//! source commits offsets the lake already holds. One roll is stored while the next is gathered;
-//! rolls are stored one at a time, in order, so only the newest can be cut short by a crash.
+//! source commits offsets the lake already holds. Rolls of different partitions are encoded and
+//! stored at the same time, as many as there are cores (at most `MAX_STORING`), while the next
+//! are gathered; the rolls of one partition are stored one at a time, in order, so only a
+//! partition's newest roll can be cut short by a crash.
 //!
 //! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
 //! crash left half-done is removed, and events at or below the held offsets are acknowledged
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use trib_pipelines::config::sinks::LakeSink;
 use trib_pipelines::event::{deliver_all, now_ms, Event};
@@ -123,8 +126,10 @@ pub struct LakeWriter {
     /// names, so the per-event lookup allocates nothing).
     committed: HashMap<(Arc<str>, i32), i64>,
     gathered: HashMap<Key, Gathered>,
-    /// The roll being stored.
-    storing: Option<JoinHandle<()>>,
+    /// The roll being stored, per table and partition.
+    storing: HashMap<Key, JoinHandle<()>>,
+    /// Rolls that may be encoded and stored at once.
+    slots: Arc<Semaphore>,
     counter: u64,
     metrics: ComponentMetrics,
 }
@@ -155,7 +160,12 @@ impl LakeWriter {
                 .map(|((t, p), o)| ((Arc::from(t), p), o))
                 .collect(),
             gathered: HashMap::new(),
-            storing: None,
+            storing: HashMap::new(),
+            slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_STORING),
+            )),
             counter: 0,
             metrics,
         })
@@ -235,20 +245,20 @@ impl LakeWriter {
         for (k, g) in std::mem::take(&mut self.gathered) {
             self.roll(k, g).await;
         }
-        self.wait_stored().await;
-    }
-
-    async fn wait_stored(&mut self) {
-        if let Some(t) = self.storing.take() {
-            if let Err(e) = t.await {
-                tracing::error!(error = %e, "lake: the task storing a roll failed");
-            }
+        for (_, t) in std::mem::take(&mut self.storing) {
+            wait_stored(t).await;
         }
     }
 
-    /// Starts storing a roll once the previous one is stored.
+    /// Starts storing a roll once the previous roll of its partition is stored and a slot is
+    /// free.
     async fn roll(&mut self, key: Key, g: Gathered) {
-        self.wait_stored().await;
+        if let Some(t) = self.storing.remove(&key) {
+            wait_stored(t).await;
+        }
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return; // The semaphore is never closed.
+        };
         if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
             self.committed.insert((key.0.clone(), p), last);
         }
@@ -270,15 +280,26 @@ impl LakeWriter {
             ));
         }
         let (store, enc, metrics) = (self.store.clone(), self.enc.clone(), self.metrics.clone());
-        self.storing = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut delivered = Vec::with_capacity(g.rows);
             for (events, key) in g.files.into_values().zip(names) {
                 let events = store_file(&store, &enc, &metrics, &key, events).await;
                 delivered.extend(events);
             }
+            drop(slot);
             metrics.events_out.inc_by(delivered.len() as u64);
             deliver_all(delivered);
-        }));
+        });
+        self.storing.insert(key, task);
+    }
+}
+
+/// Rolls encoded and stored at once, at most (each holds its events and their encoding).
+const MAX_STORING: usize = 4;
+
+async fn wait_stored(t: JoinHandle<()>) {
+    if let Err(e) = t.await {
+        tracing::error!(error = %e, "lake: the task storing a roll failed");
     }
 }
 
