@@ -19,6 +19,8 @@ pub struct Broker {
     pub topics: TopicRegistry,
     pub groups: Arc<GroupCoordinator>,
     pub metrics: Metrics,
+    /// The field indexes (`index.fields`), built in the background.
+    pub index: crate::index::FieldIndex,
 }
 
 impl Broker {
@@ -37,6 +39,7 @@ impl Broker {
                 topics,
                 groups,
                 metrics,
+                index: Default::default(),
             }),
             truncations,
         ))

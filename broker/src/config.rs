@@ -198,6 +198,7 @@ impl BrokerConfig {
             flush: l.flush,
             flush_ms: l.flush_ms,
             producer_id_expiration_ms: l.producer_id_expiration_ms,
+            index_fields: Default::default(),
         }
     }
 }

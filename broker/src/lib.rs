@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod group;
 pub mod handlers;
 pub mod http;
+pub mod index;
 pub mod log;
 pub mod metrics;
 pub mod server;

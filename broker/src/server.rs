@@ -1,5 +1,5 @@
-//! The TCP server: binds the listener, caps concurrent connections, runs retention, and stops
-//! cleanly (flushing every partition and writing indexes) when asked.
+//! The TCP server: binds the listener, caps concurrent connections, runs retention and the
+//! field indexer, and stops cleanly (flushing every partition and writing indexes) when asked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let retention = tokio::spawn(retention_loop(broker.clone()));
+    let indexer = tokio::spawn(crate::index::run(
+        broker.clone(),
+        Duration::from_millis(100),
+    ));
     let groups = broker.groups.clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(100));
@@ -62,11 +66,15 @@ pub async fn run(
     }
     retention.abort();
     ticker.abort();
+    indexer.abort();
     tracing::info!("shutting down: flushing partitions");
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.topics.close())
-        .await
-        .map_err(std::io::Error::other)??;
+    tokio::task::spawn_blocking(move || {
+        b.index.checkpoint_all(&b.topics.list());
+        b.topics.close()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     tracing::info!("stopped cleanly");
     Ok(())
 }

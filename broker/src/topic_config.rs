@@ -36,6 +36,8 @@ pub struct TopicConfig {
     pub flush: FlushPolicy,
     pub flush_ms: Option<u64>,
     pub producer_id_expiration_ms: i64,
+    /// The fields the broker indexes (`index.fields`); empty: none.
+    pub index_fields: std::sync::Arc<crate::index::spec::IndexSpec>,
 }
 
 /// A topic config override that is unknown or has a bad value.
@@ -152,6 +154,12 @@ const KEYS: &[Key] = &[
         config_type: ConfigType::Long,
         read_only: false,
         doc: "forget an idempotent producer's state after this long without writes",
+    },
+    Key {
+        name: "index.fields",
+        config_type: ConfigType::List,
+        read_only: false,
+        doc: "fields to index, comma separated name=source; source: key, header:<name> or value:<json path> (docs/index.md)",
     },
     Key {
         name: "min.insync.replicas",
@@ -307,6 +315,11 @@ impl TopicConfig {
                     ));
                 }
             }
+            "index.fields" => {
+                self.index_fields = std::sync::Arc::new(
+                    crate::index::spec::IndexSpec::parse(value).map_err(|e| invalid(&e))?,
+                )
+            }
             "unclean.leader.election.enable" => {}
             _ => return Err(TopicConfigError::Unknown(key.to_string())),
         }
@@ -347,6 +360,7 @@ impl TopicConfig {
             },
             "flush.ms" => self.flush_ms.map_or(i64::MAX, |v| v as i64).to_string(),
             "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
+            "index.fields" => self.index_fields.to_string(),
             "min.insync.replicas" => "1".into(),
             "unclean.leader.election.enable" => "false".into(),
             _ => String::new(),

@@ -119,7 +119,11 @@ pub fn delete(b: &Arc<Broker>, _version: i16, req: DeleteTopicsRequest) -> Delet
         };
         r.name = name.as_deref().or(resolved.as_deref()).map(topic_name);
         let result = match resolved {
-            Some(n) => b.topics.delete(&n),
+            Some(n) => {
+                let deleted = b.topics.delete(&n);
+                b.index.forget(&n);
+                deleted
+            }
             None => Err(TopicError::Unknown(id.to_string())),
         };
         match result {

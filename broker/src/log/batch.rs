@@ -1,6 +1,6 @@
 //! Record batches (magic v2) as bytes: the 61-byte header, validation of what producers send
 //! (lengths, magic, CRC-32C, counts), the in-place header rewrite on append, and a record walker
-//! used only by timestamp lookups (never on the produce or fetch path).
+//! used by timestamp lookups and the field index (never on the produce or fetch path).
 
 use bytes::Bytes;
 
@@ -245,25 +245,54 @@ pub struct RecordStamp {
     pub timestamp: i64,
 }
 
-/// Offsets and timestamps of every record in a stored batch (decompressing when needed).
-/// For LogAppendTime batches every record carries the batch's max timestamp.
-pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
+/// One record of a stored batch, borrowed from the (decompressed) batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The record's header section (count, then name/value pairs), read by `header`.
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The value of the first header named `name` (`Some(None)`: present with a null value).
+    pub fn header(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.headers()
+            .find(|(k, _)| *k == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// The record's headers as (name, value) pairs; stops at the first malformed one.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let mut cur = self.headers;
+        let count = read_varint(&mut cur).unwrap_or(0).max(0);
+        (0..count).map_while(move |_| {
+            let k = read_bytes(&mut cur).ok()??;
+            let v = read_bytes(&mut cur).ok()?;
+            Some((k, v))
+        })
+    }
+}
+
+/// Calls `each` with every record of a stored batch (decompressing when needed). For
+/// LogAppendTime batches every record carries the batch's max timestamp. Control batches
+/// (transaction markers) have no user records and are skipped.
+pub fn for_each_record(
+    batch: &Bytes,
+    mut each: impl FnMut(&RecordView<'_>),
+) -> Result<(), BatchError> {
     let h = BatchHeader::parse(batch)?;
     let total = h.total_len();
     if batch.len() < total {
         return Err(BatchError::Truncated("batch"));
     }
-    if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
-        return Ok((0..=h.last_offset_delta)
-            .map(|d| RecordStamp {
-                offset: h.base_offset + i64::from(d),
-                timestamp: h.max_timestamp,
-            })
-            .collect());
+    if h.is_control() {
+        return Ok(());
     }
-    let body = batch.slice(HEADER_LEN..total);
-    let records = decompress(h.compression(), body)?;
-    let mut out = Vec::with_capacity((h.record_count.max(0) as usize).min(records.len()));
+    let append_time = h.attributes & ATTR_LOG_APPEND_TIME != 0;
+    let records = decompress(h.compression(), batch.slice(HEADER_LEN..total))?;
     let mut cur = &records[..];
     for _ in 0..h.record_count {
         let len = read_varint(&mut cur)?;
@@ -278,11 +307,45 @@ pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
         rec = &rec[1..];
         let ts_delta = read_varint(&mut rec)?;
         let off_delta = read_varint(&mut rec)?;
-        out.push(RecordStamp {
+        let key = read_bytes(&mut rec)?;
+        let value = read_bytes(&mut rec)?;
+        each(&RecordView {
             offset: h.base_offset + off_delta,
-            timestamp: h.base_timestamp.saturating_add(ts_delta),
+            timestamp: if append_time {
+                h.max_timestamp
+            } else {
+                h.base_timestamp.saturating_add(ts_delta)
+            },
+            key,
+            value,
+            headers: rec,
         });
     }
+    Ok(())
+}
+
+/// Offsets and timestamps of every record in a stored batch (decompressing when needed).
+/// For LogAppendTime batches every record carries the batch's max timestamp.
+pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        if batch.len() < h.total_len() {
+            return Err(BatchError::Truncated("batch"));
+        }
+        return Ok((0..=h.last_offset_delta)
+            .map(|d| RecordStamp {
+                offset: h.base_offset + i64::from(d),
+                timestamp: h.max_timestamp,
+            })
+            .collect());
+    }
+    let mut out = Vec::with_capacity(h.record_count.clamp(0, 4096) as usize);
+    for_each_record(batch, |r| {
+        out.push(RecordStamp {
+            offset: r.offset,
+            timestamp: r.timestamp,
+        })
+    })?;
     Ok(out)
 }
 
@@ -299,6 +362,21 @@ fn decompress(codec: i16, body: Bytes) -> Result<Bytes, BatchError> {
         _ => return Err(BatchError::Invalid("unknown compression codec")),
     };
     r.map_err(|_| BatchError::Invalid("compressed records do not decompress"))
+}
+
+/// Reads a varint-length-prefixed byte string (-1: null).
+fn read_bytes<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError> {
+    let len = read_varint(b)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if len > b.len() {
+        return Err(BatchError::Truncated("record field"));
+    }
+    let (v, rest) = b.split_at(len);
+    *b = rest;
+    Ok(Some(v))
 }
 
 /// Reads a zig-zag varint (as used inside records), refusing overlong encodings.

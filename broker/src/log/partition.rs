@@ -477,6 +477,15 @@ impl Partition {
         Ok(())
     }
 
+    /// The segments' first offsets and the offset after each one's last batch, oldest first.
+    pub fn segment_ranges(&self) -> Vec<(i64, i64)> {
+        let st = self.lock();
+        st.segments
+            .iter()
+            .map(|s| (s.base_offset, s.next_offset))
+            .collect()
+    }
+
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, ReadError> {
         let mut offset = offset;

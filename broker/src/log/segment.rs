@@ -385,13 +385,19 @@ impl Segment {
         Ok(())
     }
 
-    /// Removes the segment's files.
+    /// Removes the segment's files (its log, offset/time index and field index).
     pub fn delete_files(&self) -> io::Result<()> {
         std::fs::remove_file(&self.log_path)?;
-        match std::fs::remove_file(&self.index_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let field_index = self
+            .log_path
+            .with_file_name(crate::index::file::file_name(self.base_offset));
+        for path in [&self.index_path, &field_index] {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 
