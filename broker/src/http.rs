@@ -149,9 +149,15 @@ async fn index_query(broker: Arc<Broker>, raw: Option<String>) -> Reply {
             })
         };
         let r = match k.as_str() {
-            "topic" => Ok(q.topic = v.clone()),
+            "topic" => {
+                q.topic = v.clone();
+                Ok(())
+            }
             "where" => match v.split_once('=') {
-                Some((f, val)) => Ok(q.conditions.push((f.trim().to_string(), val.to_string()))),
+                Some((f, val)) => {
+                    q.conditions.push((f.trim().to_string(), val.to_string()));
+                    Ok(())
+                }
                 None => Err(format!("`where={v}`: expected field=value")),
             },
             "from" => num("from").map(|n| q.from = Some(n)),

@@ -74,3 +74,32 @@ pub fn topic_partitions(
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
+
+/// A consumed record as one JSON object: topic, partition, offset, timestamp, key, value and
+/// headers (bytes as UTF-8 text), the shape `trib consume --format json`, `trib query` and the
+/// broker's index endpoint print.
+pub fn record_json(topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value {
+    use rdkafka::message::{Headers, Message};
+    let text = |b: Option<&[u8]>| {
+        b.map_or(serde_json::Value::Null, |b| {
+            String::from_utf8_lossy(b).into_owned().into()
+        })
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), text(h.value)))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "topic": topic,
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "timestamp": m.timestamp().to_millis(),
+        "key": text(m.key()),
+        "value": text(m.payload()),
+        "headers": headers,
+    })
+}

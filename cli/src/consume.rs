@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{ClientArgs, TIMEOUT};
@@ -142,29 +142,7 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
                 }
             }
             Format::Json => {
-                let headers: serde_json::Map<String, serde_json::Value> = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    h.value
-                                        .map(|v| String::from_utf8_lossy(v).to_string())
-                                        .into(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let j = serde_json::json!({
-                    "partition": m.partition(),
-                    "offset": m.offset(),
-                    "timestamp": m.timestamp().to_millis(),
-                    "key": key,
-                    "value": value,
-                    "headers": headers,
-                });
+                let j = crate::client::record_json(&a.topic, &m);
                 writeln!(out, "{j}")?;
             }
         }

@@ -12,6 +12,7 @@ mod group;
 mod lake_cmd;
 mod pipeline_cmd;
 mod produce;
+mod query_cmd;
 mod sql_cmd;
 mod topic;
 mod up_cmd;
@@ -65,6 +66,11 @@ enum Command {
     Lake(lake_cmd::LakeCommand),
     /// Query the lake with SQL: one statement, a file, a prompt, or an HTTP endpoint.
     Sql(sql_cmd::SqlArgs),
+    /// Find records by time window, offset range or indexed field (`--where f=v`).
+    Query(query_cmd::QueryArgs),
+    /// The field index of a topic: status, rebuild.
+    #[command(subcommand)]
+    Index(query_cmd::IndexCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,6 +104,8 @@ fn main() -> std::process::ExitCode {
             Command::Pipeline(c) => pipeline_cmd::command(c).await,
             Command::Lake(c) => lake_cmd::run(c).await,
             Command::Sql(a) => sql_cmd::run(a).await,
+            Command::Query(a) => query_cmd::run(a).await,
+            Command::Index(c) => query_cmd::index(c).await,
         }
     });
     match result {

@@ -184,8 +184,27 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                 for (k, v) in &set {
                     ac = ac.set(k, v);
                 }
+                // The broker's own validation, for its exact reason: rdkafka 0.39 drops the
+                // per-resource error of AlterConfigs (every resource comes back Ok).
+                let canonical = trib_broker::config::BrokerConfig::default()
+                    .topic_defaults()
+                    .with_overrides(&set)
+                    .map_err(|e| anyhow::anyhow!("cannot alter configs of {name}: {e}"))?
+                    .describe(&set);
                 for r in a.alter_configs([&ac], &opts).await? {
                     r.map_err(|(_, e)| anyhow::anyhow!("cannot alter configs of {name}: {e}"))?;
+                }
+                // So check that the broker holds what was set.
+                let now = describe_configs(&a, &name).await?;
+                for e in canonical.iter().filter(|e| set.contains_key(e.name)) {
+                    if now.get(e.name).map(|(v, _)| v) != Some(&e.value) {
+                        bail!(
+                            "cannot alter configs of {name}: the broker did not take {}={} (it holds `{}`; see its log)",
+                            e.name,
+                            set[e.name],
+                            now.get(e.name).map_or("", |(v, _)| v.as_str())
+                        );
+                    }
                 }
                 println!("configs of {name} updated");
             }

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.0 GET for plain `http://` URLs, with bounded time and size: used to scrape
-//! Prometheus endpoints, and by `trib pipeline top` / `trib agent status`.
+//! A minimal HTTP/1.0 client for plain `http://` URLs, with bounded time and size: used to
+//! scrape Prometheus endpoints, by `trib pipeline top` / `trib agent status`, and by `trib
+//! query` / `trib index` against the broker's index endpoint.
 
 use std::time::Duration;
 
@@ -20,24 +21,38 @@ pub fn split_url(url: &str) -> anyhow::Result<(String, String)> {
 
 /// The body of a 200 answer; any other status, a timeout or a connection error is an error.
 pub async fn http_get(url: &str, timeout: Duration) -> anyhow::Result<String> {
+    let (status, head, body) = http_call("GET", url, timeout).await?;
+    anyhow::ensure!(status == 200, "{url} answered {head}");
+    Ok(body)
+}
+
+/// Sends `method` (without a body) and returns the status code, the status line and the body.
+pub async fn http_call(
+    method: &str,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String, String)> {
     let (host, path) = split_url(url)?;
     tokio::time::timeout(timeout, async {
         let mut s = tokio::net::TcpStream::connect(&host).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
         let mut buf = Vec::new();
         (&mut s).take(MAX_BODY).read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text
             .split_once("\r\n\r\n")
             .ok_or_else(|| anyhow::anyhow!("{url}: not an HTTP response"))?;
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        anyhow::ensure!(
-            status == "200",
-            "{url} answered {}",
-            head.lines().next().unwrap_or("")
-        );
-        Ok(body.to_string())
+        let line = head.lines().next().unwrap_or("").to_string();
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, line, body.to_string()))
     })
     .await
     .map_err(|_| anyhow::anyhow!("{url}: timed out after {timeout:?}"))?

@@ -117,6 +117,8 @@ pub fn poll_until<T>(
 /// A running broker process.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The HTTP endpoint (`start_http`), else none.
+    pub http: Option<SocketAddr>,
     pub data: tempfile::TempDir,
     extra: Vec<String>,
     child: Option<Child>,
@@ -131,12 +133,24 @@ impl TestBroker {
         let log = data.path().join("broker.log");
         let mut b = Self {
             addr,
+            http: None,
             data,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log,
         };
         b.spawn();
+        b
+    }
+
+    /// Starts a broker with its HTTP endpoint (metrics, health, the field index) on a free port.
+    pub fn start_http(extra: &[&str]) -> Self {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let port = http.to_string();
+        let mut args = vec!["--http", port.as_str()];
+        args.extend_from_slice(extra);
+        let mut b = Self::start(&args);
+        b.http = Some(http);
         b
     }
 
@@ -160,7 +174,11 @@ impl TestBroker {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.data_dir())
-            .arg("--no-http")
+            .args(if self.extra.iter().any(|a| a == "--http") {
+                None
+            } else {
+                Some("--no-http")
+            })
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -252,10 +252,13 @@ pub struct Answer {
     pub complete: bool,
 }
 
+/// One partition's index, shared by the indexer and queries.
+type SharedPart = Arc<Mutex<PartIndex>>;
+
 /// The broker's field indexes, per topic and partition.
 #[derive(Debug, Default)]
 pub struct FieldIndex {
-    parts: Mutex<HashMap<(Arc<str>, i32), Arc<Mutex<PartIndex>>>>,
+    parts: Mutex<HashMap<(Arc<str>, i32), SharedPart>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -264,7 +267,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl FieldIndex {
     /// The index of `p` for `spec`, opened (or reopened when the definition changed).
-    fn part(&self, topic: &Topic, p: &Partition, spec: &Arc<IndexSpec>) -> Arc<Mutex<PartIndex>> {
+    fn part(&self, topic: &Topic, p: &Partition, spec: &Arc<IndexSpec>) -> SharedPart {
         let key = (topic.name.clone(), p.index);
         let existing = lock(&self.parts).get(&key).cloned();
         if let Some(pi) = existing {
@@ -766,6 +769,107 @@ pub async fn run(broker: Arc<crate::broker::Broker>, idle: Duration) {
         .unwrap_or(false);
         if !more {
             tokio::time::sleep(idle).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::log::batch::plain_record;
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+
+    /// A batch of records `first..first+n` with JSON values `{"u": i % 10}` and out-of-order
+    /// timestamps.
+    fn batch(first: i64, n: i64) -> Bytes {
+        let records: Vec<_> = (0..n)
+            .map(|j| {
+                let i = first + j;
+                plain_record(
+                    j,
+                    1000 + i * 10 - if i % 4 == 0 { 25 } else { 0 },
+                    Some(Bytes::from(format!("k{}", i % 3))),
+                    Some(Bytes::from(format!(r#"{{"u": {}, "i": {i}}}"#, i % 10))),
+                )
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Lz4,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    /// Offsets with u == `u` and timestamps in [from, to], by the index and by brute force.
+    fn answer(p: &Partition, pi: &PartIndex, u: i64, from: i64, to: i64) -> (Vec<i64>, Vec<i64>) {
+        let conds = [Cond {
+            field: 0,
+            value: u.to_string().into_bytes(),
+            hash: entry_hash(0, u.to_string().as_bytes()),
+        }];
+        let (cands, unindexed) = candidates(p, pi, &conds, from, to).unwrap();
+        assert!(unindexed.is_empty(), "{unindexed:?}");
+        let mut got = Vec::new();
+        read_offsets(p, &cands, usize::MAX, &mut |r| {
+            let text = extract::json_path(r.value.unwrap(), &["u".to_string()]).unwrap();
+            if *text == *u.to_string().as_bytes() && r.timestamp >= from && r.timestamp <= to {
+                got.push(r.offset);
+            }
+        })
+        .unwrap();
+        let want = (0..p.high_watermark())
+            .filter(|i| i % 10 == u)
+            .filter(|i| {
+                let ts = 1000 + i * 10 - if i % 4 == 0 { 25 } else { 0 };
+                ts >= from && ts <= to
+            })
+            .collect();
+        (got, want)
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_checkpoint_after_a_crash_and_matches_brute_force() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = BrokerConfig::default().topic_defaults();
+        c.segment_bytes = 1024;
+        c.index_fields = Arc::new(IndexSpec::parse("u=value:$.u,k=key").unwrap());
+        let spec = c.index_fields.clone();
+        let (p, _) = Partition::open("t".into(), 0, d.path().join("t-0"), Arc::new(c)).unwrap();
+        for b in 0..30 {
+            p.append(&batch(b * 20, 20)).unwrap();
+        }
+        let mut pi = PartIndex::open(&p, spec.clone());
+        while index_partition(&p, &mut pi).unwrap() {}
+        assert!(
+            pi.done.len() > 3,
+            "closed segments indexed: {}",
+            pi.done.len()
+        );
+        // Checkpoint the active segment, append more, index some of it, then "crash".
+        pi.active
+            .as_mut()
+            .unwrap()
+            .checkpoint(&p, pi.fingerprint)
+            .unwrap();
+        for b in 30..45 {
+            p.append(&batch(b * 20, 20)).unwrap();
+        }
+        index_partition(&p, &mut pi).unwrap();
+        drop(pi);
+        let mut pi = PartIndex::open(&p, spec);
+        while index_partition(&p, &mut pi).unwrap() {}
+        assert_eq!(indexed_to(&pi, &p.segment_ranges(), 0, 900), 900);
+        for (u, from, to) in [(3, i64::MIN, i64::MAX), (0, 2000, 6000), (9, 8900, 9500)] {
+            let (got, want) = answer(&p, &pi, u, from, to);
+            assert_eq!(got, want, "u={u} [{from}, {to}]");
+            assert!(!want.is_empty());
         }
     }
 }
