@@ -14,6 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use trib_connectors::url_encode as enc;
+
 use crate::client::{parse_time_ms, record_json, topic_partitions, ClientArgs, TIMEOUT};
 
 /// The broker's HTTP endpoint.
@@ -91,19 +93,6 @@ pub enum IndexCommand {
         #[command(flatten)]
         http: HttpArgs,
     },
-}
-
-/// Percent-encodes a query-string value.
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub async fn index(c: IndexCommand) -> anyhow::Result<()> {

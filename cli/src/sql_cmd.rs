@@ -32,13 +32,17 @@ pub struct SqlArgs {
         default_value = "127.0.0.1:9092"
     )]
     brokers: String,
+    /// The broker's HTTP endpoint (host:port): `tail()` then answers `column = value` on the
+    /// topic's indexed fields from the broker's field index.
+    #[arg(long)]
+    broker_http: Option<String>,
     #[command(flatten)]
     lake: LakeArgs,
 }
 
 pub async fn run(a: SqlArgs) -> anyhow::Result<()> {
     let lake = SqlLake::open(a.lake.open()?).await?;
-    lake.enable_tail(&a.brokers);
+    lake.enable_tail(&a.brokers, a.broker_http.as_deref());
     if let Some(addr) = &a.serve {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -57,3 +57,16 @@ pub async fn http_call(
     .await
     .map_err(|_| anyhow::anyhow!("{url}: timed out after {timeout:?}"))?
 }
+
+/// Percent-encodes a query-string value (everything but unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -16,7 +16,7 @@ mod prometheus;
 mod socket;
 mod stdin;
 
-pub use http_get::{http_call, http_get};
+pub use http_get::{http_call, http_get, url_encode};
 use trib_pipelines::config::SourceConfig;
 use trib_pipelines::runtime::Source;
 

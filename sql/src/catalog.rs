@@ -167,12 +167,14 @@ impl SqlLake {
         Ok(Some(Arc::new(merged)))
     }
 
-    /// Adds `tail('<topic>')`, reading from the broker at `brokers` (`live`).
-    pub fn enable_tail(&self, brokers: &str) {
+    /// Adds `tail('<topic>')`, reading from the broker at `brokers` (`live`); with the
+    /// broker's HTTP endpoint `index_http`, equalities on indexed fields use its field index.
+    pub fn enable_tail(&self, brokers: &str, index_http: Option<&str>) {
         self.ctx.register_udtf(
             "tail",
             Arc::new(crate::live::TailFunction {
                 brokers: brokers.to_string(),
+                index_http: index_http.map(str::to_string),
                 store: self.store.clone(),
                 schemas: self.tables.clone(),
             }),

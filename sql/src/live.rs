@@ -14,6 +14,11 @@
 //! at or after a `_timestamp >=`/`>` bound of the query, found by the broker's timestamp index,
 //! whichever is later) up to its end when the query starts. At most `MAX_TAIL_RECORDS` records
 //! are read; a longer tail is an error that says to narrow the time range or export first.
+//!
+//! With the broker's HTTP endpoint known (`trib sql --broker-http`), `column = literal`
+//! predicates on columns the topic indexes (`index.fields` entries `value:$.<column>`) are
+//! answered by the broker's field index instead: only the matching records are fetched. When
+//! the index cannot answer completely (its limit), the tail is read as above.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -31,6 +36,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use trib_connectors::url_encode as enc;
 use trib_lake::parquet_file::{record_batch, Encoding};
 use trib_lake::LakeStore;
 use trib_pipelines::config::sinks::LakeMode;
@@ -48,6 +54,8 @@ pub type TableSchemas = Arc<RwLock<HashMap<String, SchemaRef>>>;
 #[derive(Debug)]
 pub struct TailFunction {
     pub brokers: String,
+    /// The broker's HTTP endpoint (host:port), for its field index.
+    pub index_http: Option<String>,
     pub store: LakeStore,
     pub schemas: TableSchemas,
 }
@@ -71,6 +79,7 @@ impl TableFunctionImpl for TailFunction {
         };
         Ok(Arc::new(Tail {
             brokers: self.brokers.clone(),
+            index_http: self.index_http.clone(),
             store: self.store.clone(),
             topic,
             schema,
@@ -82,6 +91,7 @@ impl TableFunctionImpl for TailFunction {
 #[derive(Debug)]
 struct Tail {
     brokers: String,
+    index_http: Option<String>,
     store: LakeStore,
     topic: String,
     /// The lake table's columns, with `date` and `hour` last.
@@ -108,6 +118,33 @@ fn lower_bound(e: &Expr) -> Option<i64> {
     }
 }
 
+/// A `column = literal` filter as (column, the literal's text).
+fn equality(e: &Expr) -> Option<(String, String)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    if *op != Operator::Eq {
+        return None;
+    }
+    let (c, v) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let text = match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        ScalarValue::Int64(Some(n)) => n.to_string(),
+        ScalarValue::Int32(Some(n)) => n.to_string(),
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        _ => return None,
+    };
+    Some((c.name.clone(), text))
+}
+
+/// The most records the field index is asked for; a larger answer falls back to reading.
+const INDEX_LIMIT: usize = 100_000;
+
 #[async_trait]
 impl TableProvider for Tail {
     fn schema(&self) -> SchemaRef {
@@ -122,11 +159,12 @@ impl TableProvider for Tail {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Bounds on _timestamp choose where to start; DataFusion still applies every filter.
+        // Bounds on _timestamp choose where to start, equalities may go to the field index;
+        // DataFusion still applies every filter.
         Ok(filters
             .iter()
             .map(|f| {
-                if lower_bound(f).is_some() {
+                if lower_bound(f).is_some() || equality(f).is_some() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -154,11 +192,25 @@ impl TableProvider for Tail {
             .filter(|((t, _), _)| *t == self.topic)
             .map(|((_, p), o)| (p, o))
             .collect();
-        let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
-        let events = tokio::task::spawn_blocking(move || read_tail(&brokers, &topic, &held, since))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| DataFusionError::Execution(format!("tail('{}'): {e:#}", self.topic)))?;
+        let indexed = match &self.index_http {
+            Some(http) => {
+                let eqs: Vec<(String, String)> = filters.iter().filter_map(equality).collect();
+                from_index(http, &self.topic, &eqs, since, &held).await
+            }
+            None => None,
+        };
+        let events = match indexed {
+            Some(events) => events,
+            None => {
+                let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+                tokio::task::spawn_blocking(move || read_tail(&brokers, &topic, &held, since))
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    .map_err(|e| {
+                        DataFusionError::Execution(format!("tail('{}'): {e:#}", self.topic))
+                    })?
+            }
+        };
         let batch = self.to_batch(&events)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
@@ -194,6 +246,87 @@ impl Tail {
         )));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+}
+
+/// The tail's records matching `eqs` on indexed columns, from the broker's field index; None
+/// when no equality is on an indexed column, the index cannot answer completely, or the
+/// endpoint does not answer (then the tail is read).
+async fn from_index(
+    http: &str,
+    topic: &str,
+    eqs: &[(String, String)],
+    since: Option<i64>,
+    held: &HashMap<i32, i64>,
+) -> Option<Vec<Event>> {
+    if eqs.is_empty() {
+        return None;
+    }
+    let call = |path: String| async move {
+        let url = format!("http://{}{path}", http.trim_start_matches("http://"));
+        match trib_connectors::http_call("GET", &url, TIMEOUT).await {
+            Ok((200, _, body)) => serde_json::from_str::<serde_json::Value>(&body).ok(),
+            Ok((_, line, body)) => {
+                tracing::debug!(%url, %line, %body, "field index did not answer");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "field index unreachable; reading the tail");
+                None
+            }
+        }
+    };
+    let status = call(format!("/index/status?topic={}", enc(topic))).await?;
+    let fields = status["topics"][0]["fields"].as_array()?.clone();
+    let mut q = format!("/index/query?topic={}&limit={INDEX_LIMIT}", enc(topic));
+    let mut used = Vec::new();
+    for (col, value) in eqs {
+        let source = format!("value:$.{col}");
+        if let Some(f) = fields.iter().find(|f| f["source"] == source.as_str()) {
+            let name = f["name"].as_str()?;
+            q.push_str(&format!("&where={}", enc(&format!("{name}={value}"))));
+            used.push(col.as_str());
+        }
+    }
+    if used.is_empty() {
+        return None;
+    }
+    if let Some(ms) = since {
+        q.push_str(&format!("&from={ms}"));
+    }
+    let answer = call(q).await?;
+    if answer["complete"] != true {
+        return None;
+    }
+    let (source, name): (Arc<str>, Arc<str>) = ("tail".into(), topic.into());
+    let mut out = Vec::new();
+    let hits = answer["hits"].as_array()?.clone();
+    for h in &hits {
+        let (p, o) = (h["partition"].as_i64()? as i32, h["offset"].as_i64()?);
+        if held.get(&p).is_some_and(|last| o <= *last) {
+            continue; // already in the lake
+        }
+        let bytes = |v: &serde_json::Value| v.as_str().map(|s| s.as_bytes().to_vec());
+        let headers = h["headers"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone().into(), bytes(v).unwrap_or_default().into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Event::from_record(
+            &source,
+            &name,
+            p,
+            o,
+            h["timestamp"].as_i64()?,
+            bytes(&h["key"]).as_deref(),
+            bytes(&h["value"]).as_deref(),
+            headers,
+        ));
+    }
+    tracing::info!(topic, columns = ?used, records = out.len(), "tail: records found by the broker's field index");
+    Some(out)
 }
 
 /// Reads each partition of `topic` from after `held` (or from `since`) to its current end.

@@ -27,9 +27,9 @@ PARTITIONS = 3
 T0 = 1_714_557_600_000
 
 
-def produce_orders(broker, topic: str, n: int) -> dict[tuple[int, int], dict]:
+def produce_orders(broker, topic: str, n: int, config: dict | None = None) -> dict[tuple[int, int], dict]:
     """Produces n JSON orders; returns each record's value by (partition, offset)."""
-    ck_create_topic(broker, topic, partitions=PARTITIONS)
+    ck_create_topic(broker, topic, partitions=PARTITIONS, config=config)
     records = []
     for i in range(n):
         v = {"id": i, "status": [200, 404, 500][i % 3], "amount": round(i * 1.5, 2), "path": f"/p/{i % 17}"}
@@ -343,3 +343,44 @@ def test_tail_reads_what_the_lake_lacks_from_the_broker(broker, tmp_path):
     p = trib("sql", "--path", str(lake), "-b", broker.bootstrap, "-e", "SELECT * FROM tail('nope')", check=False)
     assert p.returncode != 0 and "no table `nope`" in p.stderr, p.stderr
     assert len(produced) + len(more) == 690
+
+
+@pytest.mark.broker_http
+def test_tail_answers_equalities_from_the_field_index(broker, tmp_path):
+    from confluent_kafka import KafkaException
+
+    # A bad definition is refused with a message that names the problem.
+    with pytest.raises(KafkaException) as e:
+        ck_create_topic(broker, "badidx", config={"index.fields": "p=value:"})
+    assert "JSON path is empty" in str(e.value), str(e.value)
+
+    config = {"index.fields": "p=value:$.path,st=value:$.status", "retention.ms": "-1"}
+    produce_orders(broker, "idx", 600, config=config)
+    lake = tmp_path / "lake"
+    trib("lake", "export", "idx", "-b", broker.bootstrap, "--path", str(lake))
+    later = T0 + 5 * 3_600_000
+    tail = [{"id": 600 + i, "status": [200, 404][i % 2], "amount": 1.0, "path": f"/p/{i % 17}"} for i in range(90)]
+    ck_produce(broker, "idx", [{"value": json.dumps(v).encode(), "timestamp": later + i * 1000} for i, v in enumerate(tail)])
+    http = f"127.0.0.1:{broker.http_port}"
+
+    def sql(q, *extra):
+        p = trib("sql", "--path", str(lake), "-b", broker.bootstrap, "--format", "json", *extra, "-e", q)
+        return [json.loads(l) for l in p.stdout.splitlines()], p.stderr
+
+    q = "SELECT count(*) AS n, min(id) AS lo FROM tail('idx') WHERE path = '/p/3'"
+    want = [r for r in tail if r["path"] == "/p/3"]
+    rows, err = sql(q, "--broker-http", http)
+    assert rows == [{"n": len(want), "lo": min(r["id"] for r in want)}], rows
+    assert "found by the broker's field index" in err, err
+    # The same answer without the index (the tail read whole).
+    rows2, err2 = sql(q)
+    assert rows2 == rows and "field index" not in err2
+    # Two indexed columns and a time bound; the number is compared as text, as indexed.
+    bound = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later / 1000 + 30))
+    q = f"SELECT id FROM tail('idx') WHERE path = '/p/5' AND status = 404 AND _timestamp >= TIMESTAMP '{bound}' ORDER BY id"
+    rows, err = sql(q, "--broker-http", http)
+    want = [{"id": 600 + i} for i, r in enumerate(tail) if r["path"] == "/p/5" and r["status"] == 404 and i >= 30]
+    assert rows == want and "field index" in err, (rows, want, err)
+    # A column that is not indexed reads the tail.
+    rows, err = sql("SELECT count(*) AS n FROM tail('idx') WHERE amount = 1.0", "--broker-http", http)
+    assert rows == [{"n": 90}] and "field index" not in err
