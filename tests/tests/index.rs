@@ -576,3 +576,46 @@ async fn bad_index_definitions_are_refused() {
     let recs = scan(&b, "good", 2);
     check_answers(&b, "good", &recs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_lookups_match_the_broker_stamps() {
+    let b = TestBroker::start(&[]);
+    create(
+        &b,
+        "lat",
+        1,
+        &[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("segment.bytes", "4096"),
+        ],
+    )
+    .await;
+    // Bursts 30 ms apart: the broker's clock stamps them, not the producer's (2023) times.
+    for burst in 0..8 {
+        produce(&b, "lat", burst * 50, burst * 50 + 50);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let recs = scan(&b, "lat", 1);
+    assert!(
+        recs.iter().all(|r| r.ts > BASE_TS + 100_000_000),
+        "broker time, not create time"
+    );
+    let c: BaseConsumer = cfg(&b).set("group.id", "lat").create().unwrap();
+    let mut stamps: Vec<i64> = recs.iter().map(|r| r.ts).collect();
+    stamps.dedup();
+    for target in stamps.iter().flat_map(|t| [t - 1, *t, t + 1]) {
+        let mut q = TopicPartitionList::new();
+        q.add_partition_offset("lat", 0, Offset::Offset(target))
+            .unwrap();
+        let got = c
+            .offsets_for_times(q, Duration::from_secs(10))
+            .unwrap()
+            .elements()[0]
+            .offset();
+        let want = recs
+            .iter()
+            .find(|r| r.ts >= target)
+            .map_or(Offset::End, |r| Offset::Offset(r.offset));
+        assert_eq!(got, want, "lookup of {target}");
+    }
+}

@@ -31,8 +31,9 @@ use crate::topics::Topic;
 use file::{Coverage, IndexFile};
 use spec::IndexSpec;
 
-/// Bytes read from the log per read call while indexing or scanning.
-const READ_BYTES: usize = 4 << 20;
+/// Bytes read from the log per read call while indexing or scanning; the indexer holds a
+/// partition's index only for one such read, so queries wait at most that long.
+const READ_BYTES: usize = 1 << 20;
 /// Bytes one partition indexes per pass before the indexer moves on to the next.
 const PASS_BYTES: u64 = 64 << 20;
 /// The active segment's index is checkpointed after this many indexed bytes or this long.
@@ -145,6 +146,8 @@ impl Builder {
 /// One partition's index.
 #[derive(Debug)]
 struct PartIndex {
+    /// The partition this index is of (a topic deleted and created again is another one).
+    owner: usize,
     spec: Arc<IndexSpec>,
     fingerprint: u64,
     /// Whole segments, by base offset.
@@ -177,6 +180,7 @@ impl PartIndex {
             }
         }
         Self {
+            owner: p as *const Partition as usize,
             spec,
             fingerprint,
             done,
@@ -224,7 +228,8 @@ pub struct Query {
     pub to: Option<i64>,
     /// Only these partitions (empty: all).
     pub partitions: Vec<i32>,
-    /// At most this many records (the earliest by timestamp).
+    /// At most this many records: per partition the first matches in log order, then all
+    /// sorted by timestamp and cut to this many.
     pub limit: usize,
 }
 
@@ -271,7 +276,9 @@ impl FieldIndex {
         let key = (topic.name.clone(), p.index);
         let existing = lock(&self.parts).get(&key).cloned();
         if let Some(pi) = existing {
-            if lock(&pi).spec == *spec {
+            let held = lock(&pi);
+            if held.spec == *spec && held.owner == p as *const Partition as usize {
+                drop(held);
                 return pi;
             }
         }
@@ -291,11 +298,15 @@ impl FieldIndex {
         let mut more = false;
         for p in topic.partitions() {
             let pi = self.part(topic, &p, &spec);
-            let mut pi = lock(&pi);
-            match index_partition(&p, &mut pi) {
-                Ok(m) => more |= m,
-                Err(e) => {
-                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "indexing failed; will retry")
+            // One read per lock, so queries interleave; up to PASS_BYTES per partition a pass.
+            for _ in 0..PASS_BYTES / READ_BYTES as u64 {
+                match index_partition(&p, &mut lock(&pi), READ_BYTES as u64) {
+                    Ok(true) => more = true,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "indexing failed; will retry");
+                        break;
+                    }
                 }
             }
         }
@@ -672,8 +683,8 @@ fn walk(
     Ok((next.min(until.max(from)), read))
 }
 
-/// Indexes up to `PASS_BYTES` of partition `p`; true when there is more to do.
-fn index_partition(p: &Partition, pi: &mut PartIndex) -> Result<bool, IndexError> {
+/// Indexes up to `budget` bytes of partition `p`; true when there is more to do.
+fn index_partition(p: &Partition, pi: &mut PartIndex, budget: u64) -> Result<bool, IndexError> {
     let segs = p.segment_ranges();
     pi.done.retain(|base, _| segs.iter().any(|s| s.0 == *base));
     if pi
@@ -684,7 +695,7 @@ fn index_partition(p: &Partition, pi: &mut PartIndex) -> Result<bool, IndexError
         pi.active = None; // its segment was deleted
     }
     let fingerprint = pi.fingerprint;
-    let mut budget = PASS_BYTES;
+    let mut budget = budget;
     loop {
         let segs = p.segment_ranges();
         let (log_start, hw) = (p.log_start(), p.high_watermark());
@@ -846,7 +857,7 @@ mod tests {
             p.append(&batch(b * 20, 20)).unwrap();
         }
         let mut pi = PartIndex::open(&p, spec.clone());
-        while index_partition(&p, &mut pi).unwrap() {}
+        while index_partition(&p, &mut pi, 1 << 20).unwrap() {}
         assert!(
             pi.done.len() > 3,
             "closed segments indexed: {}",
@@ -861,10 +872,10 @@ mod tests {
         for b in 30..45 {
             p.append(&batch(b * 20, 20)).unwrap();
         }
-        index_partition(&p, &mut pi).unwrap();
+        index_partition(&p, &mut pi, 1).unwrap();
         drop(pi);
         let mut pi = PartIndex::open(&p, spec);
-        while index_partition(&p, &mut pi).unwrap() {}
+        while index_partition(&p, &mut pi, 1 << 20).unwrap() {}
         assert_eq!(indexed_to(&pi, &p.segment_ranges(), 0, 900), 900);
         for (u, from, to) in [(3, i64::MIN, i64::MAX), (0, 2000, 6000), (9, 8900, 9500)] {
             let (got, want) = answer(&p, &pi, u, from, to);
