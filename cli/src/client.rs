@@ -56,6 +56,25 @@ pub fn parse_time_ms(t: &str, what: &str) -> anyhow::Result<i64> {
     })
 }
 
+/// `wanted` of `topic`'s partitions (all when empty); an unknown one is an error naming it.
+pub fn chosen_partitions(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    brokers: &str,
+    topic: &str,
+    wanted: &[i32],
+) -> anyhow::Result<Vec<i32>> {
+    let all = topic_partitions(consumer, brokers, topic)?;
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    for p in wanted {
+        if !all.contains(p) {
+            anyhow::bail!("topic {topic} has no partition {p}");
+        }
+    }
+    Ok(wanted.to_vec())
+}
+
 /// The partition ids of `topic`, from the broker's metadata; an error names the topic.
 pub fn topic_partitions(
     consumer: &rdkafka::consumer::BaseConsumer,

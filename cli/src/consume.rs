@@ -78,12 +78,12 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         .set("enable.partition.eof", "false")
         .create()
         .context("cannot create consumer")?;
-    let all = crate::client::topic_partitions(&consumer, &a.client.brokers, &a.topic)?;
-    let parts: Vec<i32> = match a.partition {
-        Some(p) if all.contains(&p) => vec![p],
-        Some(p) => bail!("topic {} has no partition {p}", a.topic),
-        None => all,
-    };
+    let parts = crate::client::chosen_partitions(
+        &consumer,
+        &a.client.brokers,
+        &a.topic,
+        a.partition.as_slice(),
+    )?;
     let from = parse_from(&a.from)?;
     let mut tpl = TopicPartitionList::new();
     for p in &parts {

@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
 use trib_pipelines::event::Event;
 
-use crate::client::{parse_kv, parse_time_ms, topic_partitions, ClientArgs, TIMEOUT};
+use crate::client::{chosen_partitions, parse_kv, parse_time_ms, ClientArgs, TIMEOUT};
 
 #[derive(Subcommand)]
 pub enum LakeCommand {
@@ -191,17 +191,8 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .context("cannot create the consumer")?;
-    let all = topic_partitions(&consumer, &a.client.brokers, &a.topic)?;
-    let parts = if a.partitions.is_empty() {
-        all
-    } else {
-        for p in &a.partitions {
-            if !all.contains(p) {
-                bail!("--partitions: topic {} has no partition {p}", a.topic);
-            }
-        }
-        a.partitions.clone()
-    };
+    let parts = chosen_partitions(&consumer, &a.client.brokers, &a.topic, &a.partitions)
+        .context("--partitions")?;
     let from_time = a
         .from_time
         .as_deref()

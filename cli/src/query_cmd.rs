@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use trib_connectors::url_encode as enc;
 
-use crate::client::{parse_time_ms, record_json, topic_partitions, ClientArgs, TIMEOUT};
+use crate::client::{chosen_partitions, parse_time_ms, record_json, ClientArgs, TIMEOUT};
 
 /// The broker's HTTP endpoint.
 #[derive(Args, Clone)]
@@ -212,17 +212,7 @@ fn by_window(
         .set("enable.partition.eof", "false")
         .create()
         .context("cannot create the consumer")?;
-    let all = topic_partitions(&consumer, &a.client.brokers, &a.topic)?;
-    let parts = if a.partition.is_empty() {
-        all
-    } else {
-        for p in &a.partition {
-            if !all.contains(p) {
-                bail!("topic {} has no partition {p}", a.topic);
-            }
-        }
-        a.partition.clone()
-    };
+    let parts = chosen_partitions(&consumer, &a.client.brokers, &a.topic, &a.partition)?;
     // Start and end offsets per partition: the range, narrowed by the time window's offsets.
     let by_time = |ms: i64| -> anyhow::Result<HashMap<i32, i64>> {
         let mut tpl = TopicPartitionList::new();

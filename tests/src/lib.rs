@@ -158,6 +158,34 @@ impl TestBroker {
         self.addr.to_string()
     }
 
+    /// An rdkafka config for this broker (quiet logs).
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap())
+            .set("log_level", "0");
+        c
+    }
+
+    /// Creates a topic with `configs` through the admin API; panics if the broker refuses.
+    pub async fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            t = t.set(k, v);
+        }
+        for r in admin
+            .create_topics([&t], &AdminOptions::new())
+            .await
+            .expect("create topics")
+        {
+            if let Err((topic, code)) = r {
+                panic!("cannot create topic {topic}: {code}");
+            }
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("data")
     }

@@ -15,10 +15,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trib_e2e::TestBroker;
 
 fn cfg(b: &TestBroker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap())
-        .set("log_level", "0");
-    c
+    b.client_config()
 }
 
 fn member(b: &TestBroker, group: &str, topic: &str) -> BaseConsumer {

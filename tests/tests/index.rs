@@ -25,27 +25,15 @@ const CITIES: [&str; 5] = ["Paris", "Lagos", "Lima", "Osaka", "Oslo"];
 const BASE_TS: i64 = 1_700_000_000_000;
 
 fn cfg(b: &TestBroker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap())
-        .set("log_level", "0");
-    c
+    b.client_config()
 }
 
+/// Creates a topic; the records' timestamps are from 2023, so the default 7-day retention is
+/// turned off unless `configs` says otherwise.
 async fn create(b: &TestBroker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = cfg(b).create().unwrap();
-    // The records' timestamps are from 2023: keep them from the default 7-day retention.
-    let mut t =
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    for r in admin
-        .create_topics([&t], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    let mut all = vec![("retention.ms", "-1")];
+    all.extend_from_slice(configs);
+    b.create_topic(name, partitions, &all).await;
 }
 
 /// Record `i`'s timestamp: rising, with every 7th one 500 ms early (out of order).

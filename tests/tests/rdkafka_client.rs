@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -13,10 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trib_e2e::TestBroker;
 
 fn cfg(b: &TestBroker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap())
-        .set("log_level", "0");
-    c
+    b.client_config()
 }
 
 fn consumer(b: &TestBroker, topic: &str, partition: i32, from: Offset) -> BaseConsumer {
@@ -44,18 +41,7 @@ fn poll_n(c: &BaseConsumer, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
 }
 
 async fn create(b: &TestBroker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = cfg(b).create().unwrap();
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    for r in admin
-        .create_topics([&t], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    b.create_topic(name, partitions, configs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
