@@ -4,9 +4,17 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// The temporary name `path` is written under: the whole name plus `.tmp`, so files that
+/// share a stem (`<base>.index`, `<base>.fidx`, written by different threads) never share one.
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    name.into()
+}
+
 /// Replaces `path` with `data` so that a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(path);
     {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
@@ -23,7 +31,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 /// rebuilds when they are stale or missing (roll-time indexes and producer snapshots), written
 /// while the partition lock is held.
 pub fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(path);
     fs::write(&tmp, data)?;
     fs::rename(&tmp, path)
 }
@@ -41,7 +49,11 @@ mod tests {
         let p = d.path().join("m.json");
         super::write_atomic(&p, b"one").unwrap();
         super::write_atomic(&p, b"two").unwrap();
+        assert_eq!(
+            super::tmp_path(&d.path().join("00000000000000000005.fidx")),
+            d.path().join("00000000000000000005.fidx.tmp")
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert!(!d.path().join("m.tmp").exists());
+        assert!(!d.path().join("m.json.tmp").exists());
     }
 }
