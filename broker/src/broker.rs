@@ -21,6 +21,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The field indexes (`index.fields`), built in the background.
     pub index: crate::index::FieldIndex,
+    /// Transactional ids and their transactions.
+    pub txns: crate::txn::TxnCoordinator,
 }
 
 impl Broker {
@@ -32,6 +34,7 @@ impl Broker {
             config.cluster_id.clone(),
         )?;
         let groups = Arc::new(GroupCoordinator::open(&config.data_dir, &config)?);
+        let txns = crate::txn::TxnCoordinator::open(&config.data_dir, &config)?;
         let metrics = Metrics::new();
         Ok((
             Arc::new(Self {
@@ -40,6 +43,7 @@ impl Broker {
                 groups,
                 metrics,
                 index: Default::default(),
+                txns,
             }),
             truncations,
         ))

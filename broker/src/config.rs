@@ -49,6 +49,11 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// KIP-848 consumer groups: heartbeat interval handed to members (`group.consumer.heartbeat.interval.ms`).
     pub group_consumer_heartbeat_interval_ms: u64,
+    /// Longest transaction timeout a producer may ask for (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id idle this long (no transaction in progress) is forgotten
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
     /// Defaults for every topic; a topic's own configs override them.
     pub log: LogDefaults,
 }
@@ -99,6 +104,8 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
             log: LogDefaults::default(),
         }
     }
@@ -164,6 +171,12 @@ impl BrokerConfig {
                 "group_min_session_timeout_ms",
                 "must not exceed group_max_session_timeout_ms",
             );
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return err("transaction_max_timeout_ms", "must be at least 1");
+        }
+        if self.transactional_id_expiration_ms < 1 {
+            return err("transactional_id_expiration_ms", "must be at least 1");
         }
         if let Some(adv) = &self.advertised {
             if split_host_port(adv).is_none() {

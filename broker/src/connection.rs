@@ -252,6 +252,13 @@ mod tests {
             ApiKey::OffsetDelete => enc::<OffsetDeleteRequest>(version),
             ApiKey::ConsumerGroupHeartbeat => enc::<ConsumerGroupHeartbeatRequest>(version),
             ApiKey::ConsumerGroupDescribe => enc::<ConsumerGroupDescribeRequest>(version),
+            ApiKey::AddPartitionsToTxn => enc::<AddPartitionsToTxnRequest>(version),
+            ApiKey::AddOffsetsToTxn => enc::<AddOffsetsToTxnRequest>(version),
+            ApiKey::EndTxn => enc::<EndTxnRequest>(version),
+            ApiKey::TxnOffsetCommit => enc::<TxnOffsetCommitRequest>(version),
+            ApiKey::DescribeProducers => enc::<DescribeProducersRequest>(version),
+            ApiKey::DescribeTransactions => enc::<DescribeTransactionsRequest>(version),
+            ApiKey::ListTransactions => enc::<ListTransactionsRequest>(version),
             _ => None,
         }
     }

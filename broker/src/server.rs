@@ -18,6 +18,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    // Decided transactions are completed and hanging ones aborted before any client connects.
+    broker.txns.recover(&broker).await;
+    let b = broker.clone();
+    let txn_ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            every.tick().await;
+            b.txns.tick(&b).await;
+        }
+    });
     let retention = tokio::spawn(retention_loop(broker.clone()));
     let indexer = tokio::spawn(crate::index::run(
         broker.clone(),
@@ -66,11 +76,14 @@ pub async fn run(
     }
     retention.abort();
     ticker.abort();
+    txn_ticker.abort();
     indexer.abort();
     tracing::info!("shutting down: flushing partitions");
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
         b.index.checkpoint_all(&b.topics.list());
+        b.txns.close()?;
+        b.groups.close()?;
         b.topics.close()
     })
     .await

@@ -95,6 +95,25 @@ impl GroupCoordinator {
                         None => g.offsets.remove(&(topic, partition)),
                     };
                 }
+                Entry::TxnOffset {
+                    group,
+                    producer_id,
+                    topic,
+                    partition,
+                    value,
+                } => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group));
+                    let pending = g.txn_offsets.entry(producer_id).or_default();
+                    match value {
+                        Some(c) => pending.insert((topic, partition), c),
+                        None => pending.remove(&(topic, partition)),
+                    };
+                    if pending.is_empty() {
+                        g.txn_offsets.remove(&producer_id);
+                    }
+                }
                 Entry::Group {
                     group,
                     value: Some(snap),
@@ -236,7 +255,9 @@ impl GroupCoordinator {
         codes
     }
 
-    /// Commits offsets; returns one error code per input, in order.
+    /// Commits offsets; returns one error code per input, in order. With `txn` (a
+    /// transactional producer id) they are held until that transaction ends (`end_txn`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         self: &Arc<Self>,
         topics: &TopicRegistry,
@@ -245,6 +266,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         offsets: Vec<OffsetToCommit>,
+        txn: Option<i64>,
     ) -> Vec<i16> {
         if group_id.is_empty() {
             return vec![INVALID_GROUP_ID; offsets.len()];
@@ -254,7 +276,10 @@ impl GroupCoordinator {
             let g = groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id));
-            let check = if generation < 0 && member_id.is_empty() {
+            let check = if txn.is_some() && generation < 0 && member_id.is_empty() {
+                // A transactional commit without group metadata (pre-KIP-447 producers).
+                Ok(())
+            } else if generation < 0 && member_id.is_empty() {
                 // A simple consumer (no group membership) may commit only while the group is empty.
                 if g.is_empty() {
                     Ok(())
@@ -285,16 +310,26 @@ impl GroupCoordinator {
             {
                 codes[i] = OFFSET_METADATA_TOO_LARGE;
             } else {
-                entries.push(Entry::Offset {
-                    group: group_id.to_string(),
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                    value: Some(Committed {
-                        offset: o.offset,
-                        leader_epoch: o.leader_epoch,
-                        metadata: o.metadata.clone(),
-                        commit_ms: now,
-                    }),
+                let value = Some(Committed {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone(),
+                    commit_ms: now,
+                });
+                entries.push(match txn {
+                    Some(producer_id) => Entry::TxnOffset {
+                        group: group_id.to_string(),
+                        producer_id,
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                        value,
+                    },
+                    None => Entry::Offset {
+                        group: group_id.to_string(),
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                        value,
+                    },
                 });
             }
         }
@@ -309,26 +344,8 @@ impl GroupCoordinator {
                     let g = groups
                         .entry(group_id.to_string())
                         .or_insert_with(|| Group::new(group_id));
-                    for e in &entries {
-                        if let Entry::Offset {
-                            topic,
-                            partition,
-                            value: Some(c),
-                            ..
-                        } = e
-                        {
-                            g.offsets.insert((topic.clone(), *partition), c.clone());
-                        }
-                    }
-                    // Live keys: one per committed offset plus one per group with members.
-                    let live_count: usize = groups.values().map(|g| g.offsets.len() + 1).sum();
-                    if store.wants_rewrite(live_count) {
-                        let live = live_entries(&groups);
-                        drop(groups);
-                        if let Err(e) = store.rewrite(&live) {
-                            tracing::warn!(error = %e, "group store rewrite failed");
-                        }
-                    }
+                    apply(g, &entries);
+                    Self::maybe_rewrite(&mut store, groups);
                     Ok(store.wait(end))
                 }
                 Err(e) => Err(e),
@@ -348,6 +365,82 @@ impl GroupCoordinator {
                 .for_each(|c| *c = code);
         }
         codes
+    }
+
+    /// Ends transactional producer `producer_id`'s offsets in `group_id`: applied on commit,
+    /// dropped on abort. Returns once durable (false: the store did not confirm in time).
+    pub async fn end_txn(&self, group_id: &str, producer_id: i64, commit: bool) -> bool {
+        let wait = {
+            let mut store = self.store();
+            let mut groups = self.groups();
+            let Some(g) = groups.get_mut(group_id) else {
+                return true;
+            };
+            let Some(pending) = g.txn_offsets.get(&producer_id) else {
+                return true;
+            };
+            let mut entries = Vec::with_capacity(pending.len() * 2);
+            let mut keys: Vec<_> = pending.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for ((topic, partition), c) in keys {
+                if commit {
+                    entries.push(Entry::Offset {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        value: Some(c.clone()),
+                    });
+                }
+                entries.push(Entry::TxnOffset {
+                    group: group_id.to_string(),
+                    producer_id,
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: None,
+                });
+            }
+            match store.append(&entries) {
+                Ok(end) => {
+                    apply(g, &entries);
+                    Self::maybe_rewrite(&mut store, groups);
+                    store.wait(end)
+                }
+                Err(e) => {
+                    tracing::error!(group = group_id, producer_id, error = %e, "could not end transactional offsets");
+                    return false;
+                }
+            }
+        };
+        wait.await
+    }
+
+    /// Partitions of `group_id` with an offset committed inside a transaction still in progress
+    /// (OffsetFetch with require_stable answers them UNSTABLE_OFFSET_COMMIT).
+    pub fn unstable(&self, group_id: &str) -> std::collections::HashSet<(String, i32)> {
+        self.groups()
+            .get(group_id)
+            .map(|g| {
+                g.txn_offsets
+                    .values()
+                    .flat_map(|m| m.keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn maybe_rewrite(store: &mut GroupStore, groups: MutexGuard<'_, HashMap<String, Group>>) {
+        // Live keys: one per committed offset plus one per group with members.
+        let live_count: usize = groups
+            .values()
+            .map(|g| g.offsets.len() + 1 + g.txn_offsets.values().map(HashMap::len).sum::<usize>())
+            .sum();
+        if store.wants_rewrite(live_count) {
+            let live = live_entries(&groups);
+            drop(groups);
+            if let Err(e) = store.rewrite(&live) {
+                tracing::warn!(error = %e, "group store rewrite failed");
+            }
+        }
     }
 
     /// Committed offsets of a group: for the given topics/partitions, or all when `None`.
@@ -589,8 +682,12 @@ impl GroupCoordinator {
             g.tick(now);
         }
         self.schedule_persists(&mut groups);
-        groups
-            .retain(|_, g| !(g.state == GroupState::Empty && g.offsets.is_empty() && g.is_empty()));
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty
+                && g.offsets.is_empty()
+                && g.txn_offsets.is_empty()
+                && g.is_empty())
+        });
     }
 
     pub fn close(&self) -> std::io::Result<()> {
@@ -600,6 +697,39 @@ impl GroupCoordinator {
     /// Bytes used by the group store log.
     pub fn store_bytes(&self) -> u64 {
         self.store().size_bytes()
+    }
+}
+
+/// Applies stored entries to a group's offsets.
+fn apply(g: &mut Group, entries: &[Entry]) {
+    for e in entries {
+        match e {
+            Entry::Offset {
+                topic,
+                partition,
+                value: Some(c),
+                ..
+            } => {
+                g.offsets.insert((topic.clone(), *partition), c.clone());
+            }
+            Entry::TxnOffset {
+                producer_id,
+                topic,
+                partition,
+                value,
+                ..
+            } => {
+                let pending = g.txn_offsets.entry(*producer_id).or_default();
+                match value {
+                    Some(c) => pending.insert((topic.clone(), *partition), c.clone()),
+                    None => pending.remove(&(topic.clone(), *partition)),
+                };
+                if pending.is_empty() {
+                    g.txn_offsets.remove(producer_id);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -614,6 +744,18 @@ fn live_entries(groups: &HashMap<String, Group>) -> Vec<Entry> {
                 partition: *p,
                 value: Some(c.clone()),
             });
+        }
+        for (pid, pending) in &g.txn_offsets {
+            let sorted: BTreeMap<_, _> = pending.iter().collect();
+            for ((t, p), c) in sorted {
+                out.push(Entry::TxnOffset {
+                    group: g.id.clone(),
+                    producer_id: *pid,
+                    topic: t.clone(),
+                    partition: *p,
+                    value: Some(c.clone()),
+                });
+            }
         }
         let snap: GroupSnapshot = g.snapshot();
         if !snap.members.is_empty() {

@@ -138,6 +138,8 @@ pub struct Group {
     /// A new group waits this long for more members before its first generation.
     initial_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), Committed>,
+    /// Offsets committed inside transactions still in progress, by producer id.
+    pub txn_offsets: HashMap<i64, HashMap<(String, i32), Committed>>,
     next_member: u64,
     /// Members under the KIP-848 consumer protocol (a group uses one protocol at a time).
     pub consumer: Option<super::consumer::ConsumerMembers>,
@@ -160,6 +162,7 @@ impl Group {
             rebalance_deadline: None,
             initial_until: None,
             offsets: HashMap::new(),
+            txn_offsets: HashMap::new(),
             next_member: 0,
             consumer: None,
             persist: false,

@@ -21,6 +21,15 @@ pub const BROKER: VersionTable = VersionTable(&[
     (ApiKey::DeleteTopics, 6),
     (ApiKey::DeleteRecords, 2),
     (ApiKey::InitProducerId, 5),
+    // Transaction version 1 (no server-side partition adds, KIP-890 part 2): the client-facing
+    // versions before it.
+    (ApiKey::AddPartitionsToTxn, 3),
+    (ApiKey::AddOffsetsToTxn, 3),
+    (ApiKey::EndTxn, 4),
+    (ApiKey::TxnOffsetCommit, 4),
+    (ApiKey::DescribeProducers, 0),
+    (ApiKey::DescribeTransactions, 0),
+    (ApiKey::ListTransactions, 1),
     (ApiKey::OffsetForLeaderEpoch, 4),
     (ApiKey::DescribeConfigs, 4),
     (ApiKey::AlterConfigs, 2),

@@ -1,6 +1,7 @@
 //! Fetch: reads stored batches for each requested partition within the partition and response
 //! byte limits, and long-polls: when fewer than `min_bytes` are available it waits until an
-//! append makes data visible or `max_wait_ms` passes. Sessions (KIP-227) are not kept: every
+//! append makes data visible or `max_wait_ms` passes. read_committed fetches stop at the last
+//! stable offset and carry the aborted transactions their records may hold. Sessions (KIP-227) are not kept: every
 //! answer carries session id 0, which tells clients to send full fetches.
 
 use std::sync::Arc;
@@ -8,8 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -60,6 +65,7 @@ pub fn handle(b: &Arc<Broker>, version: i16, req: FetchRequest) -> Reply {
         req.max_bytes as usize
     };
     let min_bytes = req.min_bytes.max(0) as usize;
+    let committed = req.isolation_level == 1;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
     let broker = b.clone();
     Reply::Later(Box::pin(async move {
@@ -69,7 +75,7 @@ pub fn handle(b: &Arc<Broker>, version: i16, req: FetchRequest) -> Reply {
                 .iter()
                 .filter_map(|w| w.partition.as_ref().map(|p| p.subscribe()))
                 .collect();
-            let (resp, bytes, errors) = read_all(&wants, &topics, max_bytes);
+            let (resp, bytes, errors) = read_all(&wants, &topics, max_bytes, committed);
             if bytes >= min_bytes || errors || Instant::now() >= deadline || rxs.is_empty() {
                 broker.metrics.fetched(bytes as u64);
                 return ResponseKind::Fetch(resp);
@@ -84,6 +90,7 @@ fn read_all(
     wants: &[Want],
     topics: &[(TopicName, Uuid)],
     max_bytes: usize,
+    committed: bool,
 ) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
     resp.responses = topics
@@ -119,28 +126,44 @@ fn read_all(
                 };
                 let read = if limit == 0 && total > 0 {
                     Ok(None)
+                } else if committed {
+                    p.read_committed(w.offset, limit.max(1)).map(Some)
                 } else {
-                    p.read(w.offset, limit.max(1)).map(Some)
+                    p.read(w.offset, limit.max(1))
+                        .map(|r| Some((r, p.last_stable_offset(), Vec::new())))
                 };
                 match read {
-                    Ok(Some(r)) => {
+                    Ok(Some((r, lso, aborted))) => {
                         pd.high_watermark = r.high_watermark;
-                        pd.last_stable_offset = r.high_watermark;
+                        pd.last_stable_offset = lso;
                         pd.log_start_offset = r.log_start;
                         total += r.records.len();
                         budget = budget.saturating_sub(r.records.len());
                         pd.records = Some(r.records);
+                        if committed {
+                            pd.aborted_transactions = Some(
+                                aborted
+                                    .into_iter()
+                                    .map(|(pid, first)| {
+                                        let mut a = AbortedTransaction::default();
+                                        a.producer_id = ProducerId(pid);
+                                        a.first_offset = first;
+                                        a
+                                    })
+                                    .collect(),
+                            );
+                        }
                     }
                     Ok(None) => {
                         pd.high_watermark = p.high_watermark();
-                        pd.last_stable_offset = pd.high_watermark;
+                        pd.last_stable_offset = p.last_stable_offset();
                         pd.log_start_offset = p.log_start();
                         pd.records = Some(Bytes::new());
                     }
                     Err(e) => {
                         pd.error_code = e.kafka_code();
                         pd.high_watermark = p.high_watermark();
-                        pd.last_stable_offset = pd.high_watermark;
+                        pd.last_stable_offset = p.last_stable_offset();
                         pd.log_start_offset = p.log_start();
                         errors = true;
                         tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "fetch error");

@@ -19,7 +19,6 @@ use crate::group::state::{
     JoinOutcome, JoinRequest, JoinResult, SyncOutcome, SyncResult, UNKNOWN_MEMBER_ID,
 };
 use crate::group::GROUP_ID_NOT_FOUND;
-use kafka_protocol::error::ResponseError;
 
 fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
@@ -32,8 +31,8 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = b.config.advertised_host_port();
     let node = BrokerId(b.config.node_id);
-    let txn = req.key_type == 1;
     let mut r = FindCoordinatorResponse::default();
+    // This one broker coordinates every group and every transactional id.
     if version >= 4 {
         r.coordinators = req
             .coordinator_keys
@@ -41,24 +40,12 @@ pub fn find_coordinator(
             .map(|k| {
                 let mut c = Coordinator::default();
                 c.key = k.clone();
-                if txn {
-                    c.error_code = ResponseError::CoordinatorNotAvailable.code();
-                    c.error_message = Some(sb("transactions are not built yet"));
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
-                } else {
-                    c.node_id = node;
-                    c.host = sb(host.clone());
-                    c.port = port;
-                }
+                c.node_id = node;
+                c.host = sb(host.clone());
+                c.port = port;
                 c
             })
             .collect();
-    } else if txn {
-        r.error_code = ResponseError::CoordinatorNotAvailable.code();
-        r.error_message = Some(sb("transactions are not built yet"));
-        r.node_id = BrokerId(-1);
-        r.port = -1;
     } else {
         r.node_id = node;
         r.host = sb(host);

@@ -1,5 +1,6 @@
-//! ListOffsets: earliest (-2, -4), latest (-1, -5), max timestamp (-3) and by timestamp, the last
-//! found through each segment's time index and a scan of only the batches after its entry.
+//! ListOffsets: earliest (-2, -4), latest (-1, -5; the last stable offset for read_committed),
+//! max timestamp (-3) and by timestamp, the last found through each segment's time index and a
+//! scan of only the batches after its entry.
 
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ pub fn handle(b: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> ListOff
                 None => pr.error_code = 3,
                 Some(part) => {
                     let found = match p.timestamp {
+                        LATEST | LATEST_TIERED if req.isolation_level == 1 => {
+                            Ok(Some((part.last_stable_offset(), -1)))
+                        }
                         LATEST | LATEST_TIERED => Ok(Some((part.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((part.log_start(), -1))),
                         MAX_TIMESTAMP => part.max_timestamp(),

@@ -14,6 +14,7 @@ pub mod produce;
 pub mod producer_id;
 pub mod records_admin;
 pub mod topics_admin;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -133,9 +134,20 @@ pub fn dispatch(
         RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
             records_admin::offset_for_leader_epoch(b, r),
         )),
-        RequestKind::InitProducerId(r) => {
-            Reply::Now(ResponseKind::InitProducerId(producer_id::handle(b, r)))
+        RequestKind::InitProducerId(r) => producer_id::handle(b, version, r),
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions(b, version, r),
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets(b, version, r),
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(b, version, r),
+        RequestKind::EndTxn(r) => txn::end_txn(b, version, r),
+        RequestKind::DescribeTransactions(r) => Reply::Now(ResponseKind::DescribeTransactions(
+            txn::describe_transactions(b, r),
+        )),
+        RequestKind::ListTransactions(r) => {
+            Reply::Now(ResponseKind::ListTransactions(txn::list_transactions(b, r)))
         }
+        RequestKind::DescribeProducers(r) => Reply::Now(ResponseKind::DescribeProducers(
+            txn::describe_producers(b, r),
+        )),
         RequestKind::FindCoordinator(r) => Reply::Now(ResponseKind::FindCoordinator(
             groups::find_coordinator(b, version, r),
         )),

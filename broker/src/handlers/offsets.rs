@@ -43,6 +43,7 @@ pub fn commit(b: &Arc<Broker>, req: OffsetCommitRequest) -> Reply {
                 &req.member_id,
                 instance.as_deref(),
                 offsets,
+                None,
             )
             .await;
         let mut codes = codes.into_iter();
@@ -60,6 +61,22 @@ pub fn commit(b: &Arc<Broker>, req: OffsetCommitRequest) -> Reply {
         }
         ResponseKind::OffsetCommit(r)
     }))
+}
+
+/// Kafka's UNSTABLE_OFFSET_COMMIT: an offset committed in a transaction still in progress.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// The partitions to answer UNSTABLE_OFFSET_COMMIT (only when the client asked for stable ones).
+fn unstable_set(
+    b: &Arc<Broker>,
+    group: &str,
+    require_stable: bool,
+) -> std::collections::HashSet<(String, i32)> {
+    if require_stable {
+        b.groups.unstable(group)
+    } else {
+        Default::default()
+    }
 }
 
 fn committed_fields(
@@ -100,6 +117,7 @@ pub fn fetch(b: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> OffsetFe
                     .collect()
             });
             let rows = b.groups.fetch_offsets(&g.group_id, wanted.as_deref());
+            let unstable = unstable_set(b, &g.group_id, req.require_stable);
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
             gr.topics = by_topic(rows)
@@ -110,12 +128,16 @@ pub fn fetch(b: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> OffsetFe
                     tr.partitions = ps
                         .into_iter()
                         .map(|(p, c)| {
-                            let (offset, epoch, meta) = committed_fields(&c);
+                            let unstable = unstable.contains(&(t.clone(), p));
+                            let (offset, epoch, meta) = committed_fields(&c.filter(|_| !unstable));
                             let mut pr = OffsetFetchResponsePartitions::default();
                             pr.partition_index = p;
                             pr.committed_offset = offset;
                             pr.committed_leader_epoch = epoch;
                             pr.metadata = meta;
+                            if unstable {
+                                pr.error_code = UNSTABLE_OFFSET_COMMIT;
+                            }
                             pr
                         })
                         .collect();
@@ -132,6 +154,7 @@ pub fn fetch(b: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> OffsetFe
             .collect()
     });
     let rows = b.groups.fetch_offsets(&req.group_id, wanted.as_deref());
+    let unstable = unstable_set(b, &req.group_id, req.require_stable);
     r.topics = by_topic(rows)
         .into_iter()
         .map(|(t, ps)| {
@@ -140,12 +163,16 @@ pub fn fetch(b: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> OffsetFe
             tr.partitions = ps
                 .into_iter()
                 .map(|(p, c)| {
-                    let (offset, epoch, meta) = committed_fields(&c);
+                    let unstable = unstable.contains(&(t.clone(), p));
+                    let (offset, epoch, meta) = committed_fields(&c.filter(|_| !unstable));
                     let mut pr = OffsetFetchResponsePartition::default();
                     pr.partition_index = p;
                     pr.committed_offset = offset;
                     pr.committed_leader_epoch = epoch;
                     pr.metadata = meta;
+                    if unstable {
+                        pr.error_code = UNSTABLE_OFFSET_COMMIT;
+                    }
                     pr
                 })
                 .collect();

@@ -10,7 +10,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{sb, Reply};
 use crate::broker::Broker;
-use crate::log::partition::Partition;
+use crate::log::batch;
+use crate::log::partition::{AppendError, Appended, Partition};
+use crate::txn::{Caller, INVALID_PRODUCER_EPOCH};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 /// A partition waiting for its append to become visible before it is acknowledged.
@@ -25,7 +28,7 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
     let acks = req.acks;
     let mut resp = ProduceResponse::default();
     let mut waiters = Vec::new();
-    let txn = req.transactional_id.is_some();
+    let txn_id = req.transactional_id.as_ref().map(|s| s.to_string());
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let found = b.resolve(&name, topic.topic_id);
@@ -44,11 +47,6 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                     ResponseError::InvalidRequiredAcks.code(),
                     "acks must be -1, 0 or 1".to_string(),
                 ))
-            } else if txn {
-                Err((
-                    ResponseError::TransactionalIdAuthorizationFailed.code(),
-                    "transactions are not built yet".to_string(),
-                ))
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err((
@@ -57,7 +55,7 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                     )),
                     Some(records) => {
                         let len = records.len() as u64;
-                        match p.append(&records) {
+                        match append(b, txn_id.as_deref(), &p, &records) {
                             Ok(a) => {
                                 b.metrics.produced(len);
                                 pr.base_offset = a.base_offset;
@@ -71,12 +69,9 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                                 });
                                 Ok(())
                             }
-                            Err(e) => {
+                            Err((code, e)) => {
                                 tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                                Err((
-                                    e.kafka_code(),
-                                    format!("{e} (topic {name}, partition {})", pd.index),
-                                ))
+                                Err((code, format!("{e} (topic {name}, partition {})", pd.index)))
                             }
                         }
                     }
@@ -121,4 +116,41 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
         }
         ResponseKind::Produce(resp)
     }))
+}
+
+/// Appends one partition's batches. Transactional batches (which need the request's
+/// transactional id, and it them) go through the transaction coordinator, which checks the
+/// partition is in the producer's ongoing transaction.
+fn append(
+    b: &Broker,
+    txn_id: Option<&str>,
+    p: &Partition,
+    records: &Bytes,
+) -> Result<Appended, (i16, String)> {
+    let refuse = |e: AppendError| (e.kafka_code(), e.to_string());
+    let first = batch::BatchHeader::parse(records).map_err(|e| refuse(e.into()))?;
+    let transactional = batch::all_transactional(records);
+    match (txn_id, transactional) {
+        (None, Some(false)) => p.append(records).map_err(refuse),
+        (Some(id), Some(true)) => {
+            let caller = Caller {
+                producer_id: first.producer_id,
+                epoch: first.producer_epoch,
+                fenced_code: INVALID_PRODUCER_EPOCH,
+            };
+            b.txns
+                .produce(id, caller, &p.topic, p.index, || p.append(records))
+                .map_err(|e| (e.code, e.message))?
+                .map_err(refuse)
+        }
+        (Some(_), _) => Err((
+            ResponseError::InvalidRecord.code(),
+            "a produce request with a transactional id must hold only transactional batches"
+                .to_string(),
+        )),
+        (None, _) => Err((
+            ResponseError::InvalidRecord.code(),
+            "transactional batches need the request's transactional id".to_string(),
+        )),
+    }
 }

@@ -119,6 +119,10 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
     }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
 }
 
 /// Reads just the base offset and total length of the batch at the start of `b` (12 bytes).
@@ -131,6 +135,23 @@ pub fn peek_offset_and_len(b: &[u8]) -> Option<(i64, usize)> {
         return None;
     }
     Some((i64_at(b, 0), LOG_OVERHEAD + len as usize))
+}
+
+/// Whether every batch in `records` is transactional (`Some(true)`), none is (`Some(false)`);
+/// `None` when they differ or a header does not parse (validation then names the problem).
+pub fn all_transactional(records: &[u8]) -> Option<bool> {
+    let mut at = 0usize;
+    let mut seen = None;
+    while at < records.len() {
+        let h = BatchHeader::parse(&records[at..]).ok()?;
+        let t = h.is_transactional();
+        if seen.is_some_and(|s| s != t) {
+            return None;
+        }
+        seen = Some(t);
+        at += h.total_len();
+    }
+    seen
 }
 
 /// Validates every batch of a produce payload and returns their headers.
@@ -235,6 +256,66 @@ pub fn plain_record(
         value,
         headers: Default::default(),
         delete_horizon: false,
+    }
+}
+
+/// A transaction marker: the control batch the coordinator writes to every partition of a
+/// transaction when it ends (one record; key = version 0 and type 0 abort / 1 commit, value =
+/// version 0 and the coordinator epoch), with the producer's id and epoch.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Result<Bytes, BatchError> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut r = plain_record(
+        0,
+        timestamp,
+        Some(Bytes::from(key)),
+        Some(Bytes::from(value)),
+    );
+    r.transactional = true;
+    r.control = true;
+    r.producer_id = producer_id;
+    r.producer_epoch = producer_epoch;
+    r.sequence = -1;
+    let mut buf = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        &[r],
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .map_err(|_| BatchError::Invalid("transaction marker does not encode"))?;
+    Ok(buf.freeze())
+}
+
+/// What a stored control batch marks: `Some(true)` commit, `Some(false)` abort, `None` when it is
+/// not a transaction marker (or not readable as one).
+pub fn marker_kind(batch: &[u8]) -> Option<bool> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.compression() != 0 || batch.len() < h.total_len() {
+        return None;
+    }
+    let mut cur = &batch[HEADER_LEN..h.total_len()];
+    let _len = read_varint(&mut cur).ok()?;
+    cur = cur.get(1..)?; // record attributes
+    read_varint(&mut cur).ok()?;
+    read_varint(&mut cur).ok()?;
+    let key = read_bytes(&mut cur).ok()??;
+    match key.get(2..4)? {
+        [0, 0] => Some(false),
+        [0, 1] => Some(true),
+        _ => None,
     }
 }
 

@@ -178,7 +178,7 @@ impl Partition {
             .unwrap_or(first_base)
             .max(first_base)
             .min(next_offset);
-        let producers = recover_producers(&dir, &mut segments, next_offset);
+        let producers = recover_producers(&dir, &mut segments, log_start, next_offset);
         let end = end_point(&segments);
         let (hw, _) = watch::channel(end.offset);
         let p = Arc::new(Self {
@@ -259,8 +259,11 @@ impl Partition {
         }
         let cfg = self.config();
         let headers = batch::validate_produce(records, cfg.max_message_bytes)?;
-        let now = now_ms();
-        let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        if headers.iter().any(|h| h.is_control()) {
+            return Err(AppendError::Batch(BatchError::Invalid(
+                "control batches (transaction markers) are written by the broker only",
+            )));
+        }
         let mut guard = self.lock();
         let st = &mut *guard;
         // Idempotent producers: a retried batch is answered with its original offsets.
@@ -298,12 +301,52 @@ impl Partition {
                 }
             }
         }
-        self.maybe_roll(st, records.len() as u64, now, &cfg)?;
+        self.write_locked(st, records, &headers, None, &cfg)
+    }
+
+    /// Appends a transaction marker (commit or abort) for `producer_id` at `producer_epoch`,
+    /// ending its transaction on this partition.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<Appended, AppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Closed);
+        }
+        let cfg = self.config();
+        let records = batch::control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms(),
+        )?;
+        let headers = batch::validate_produce(&records, u32::MAX)?;
+        let mut guard = self.lock();
+        self.write_locked(&mut guard, &records, &headers, Some(commit), &cfg)
+    }
+
+    /// Writes validated batches at the log end (one vectored write), indexes them, records their
+    /// producers and makes them visible under the flush policy. `marker` is set for a marker.
+    fn write_locked(
+        &self,
+        st: &mut LogState,
+        records: &Bytes,
+        headers: &[batch::BatchHeader],
+        marker: Option<bool>,
+        cfg: &TopicConfig,
+    ) -> Result<Appended, AppendError> {
+        let now = now_ms();
+        let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        self.maybe_roll(st, records.len() as u64, now, cfg)?;
         let base = st.next_offset;
         let mut rewritten = Vec::with_capacity(headers.len());
         let mut next = base;
         let mut at = 0usize;
-        for h in &headers {
+        for h in headers {
             rewritten.push(batch::rewritten_header(&records[at..], next, lat));
             next += i64::from(h.last_offset_delta) + 1;
             at += h.total_len();
@@ -330,7 +373,7 @@ impl Partition {
                 stored.max_timestamp = t;
             }
             seg.note_batch(&stored, pos, interval);
-            st.producers.record(&stored, now);
+            st.producers.record(&stored, marker, now);
             pos += h.total_len() as u64;
         }
         st.next_offset = next;
@@ -358,6 +401,18 @@ impl Partition {
             log_append_time: lat.unwrap_or(-1),
             log_start,
         })
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest
+    /// transaction still in progress when that is lower. read_committed readers stop here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.lock();
+        lso(&st)
+    }
+
+    /// Producers this partition knows, for DescribeProducers.
+    pub fn producers(&self) -> Vec<super::producers::ProducerView> {
+        self.lock().producers.describe()
     }
 
     fn maybe_roll(
@@ -396,6 +451,7 @@ impl Partition {
             &self.dir.join(PRODUCERS_FILE),
             &st.producers.snapshot(st.next_offset),
         )?;
+        st.producers.snapshotted(st.next_offset);
         let seg = Segment::create(&self.dir, st.next_offset, now)?;
         st.segments.push_back(seg);
         st.dirty = true;
@@ -454,7 +510,8 @@ impl Partition {
                 st.last_checkpoint = std::time::Instant::now();
             }
             // The prefix up to `point` is on disk now: record it as the recovery checkpoint.
-            st.segments
+            let index_file = st
+                .segments
                 .back()
                 .filter(|s| checkpoint && s.base_offset == point.segment)
                 .map(|s| {
@@ -463,7 +520,11 @@ impl Partition {
                         s.index_bytes_upto(point.position, point.offset),
                         st.producers.snapshot(point.offset),
                     )
-                })
+                });
+            if index_file.is_some() {
+                st.producers.snapshotted(point.offset);
+            }
+            index_file
         };
         if let Some((path, bytes, producers)) = index_file {
             let producers_path = self.dir.join(PRODUCERS_FILE);
@@ -576,6 +637,37 @@ impl Partition {
                 log_start,
             });
         }
+    }
+
+    /// A read_committed read: whole batches from `offset` below the last stable offset, with the
+    /// aborted transactions (producer id, first offset) whose records it may hold.
+    pub fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(ReadResult, i64, Vec<(i64, i64)>), ReadError> {
+        let mut r = self.read(offset, max_bytes)?;
+        let (stable, aborted) = {
+            let st = self.lock();
+            let stable = lso(&st);
+            // Keep only the batches that start below the LSO (a stable prefix: stability only grows).
+            let mut at = 0usize;
+            let mut last = None;
+            while let Some((base, total)) = batch::peek_offset_and_len(&r.records[at..]) {
+                if base >= stable || at + total > r.records.len() {
+                    break;
+                }
+                last = batch::BatchHeader::parse(&r.records[at..])
+                    .ok()
+                    .map(|h| h.last_offset());
+                at += total;
+            }
+            r.records.truncate(at);
+            let aborted =
+                last.map_or_else(Vec::new, |last| st.producers.aborted_between(offset, last));
+            (stable, aborted)
+        };
+        Ok((r, stable, aborted))
     }
 
     /// The first offset whose record timestamp is >= `ts`, with that timestamp; `None` if none.
@@ -695,6 +787,8 @@ impl Partition {
     pub fn enforce_retention(&self, now: i64) -> io::Result<usize> {
         let cfg = self.config();
         let mut st = self.lock();
+        let log_start = st.log_start;
+        st.producers.forget_aborted_below(log_start);
         let expired = st.producers.expire(now, cfg.producer_id_expiration_ms);
         if expired > 0 {
             tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producer ids");
@@ -780,6 +874,12 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
     file.read_exact_at(buf, pos)
 }
 
+fn lso(st: &LogState) -> i64 {
+    st.producers
+        .first_unstable()
+        .map_or(st.visible.offset, |f| f.min(st.visible.offset))
+}
+
 fn end_point(segments: &VecDeque<Segment>) -> Point {
     segments.back().map_or(
         Point {
@@ -795,11 +895,16 @@ fn end_point(segments: &VecDeque<Segment>) -> Point {
     )
 }
 
-/// Rebuilds idempotent-producer state: the snapshot written with the last checkpoint, plus the
-/// batches recovery scanned after it. If the snapshot does not end exactly where the scan began
-/// (say a crash fell between writing the index and the snapshot), only the scanned batches are
-/// used: producers seen only before them are then unknown and accepted from any sequence.
-fn recover_producers(dir: &Path, segments: &mut VecDeque<Segment>, log_end: i64) -> ProducerState {
+/// Rebuilds producer state: the snapshot written with the last checkpoint, plus the batches
+/// recovery scanned after it. If the snapshot does not end exactly where the scan began (say a
+/// crash fell between writing the index and the snapshot), the state is rebuilt from every batch
+/// header in the log, so no transaction in progress or aborted is forgotten.
+fn recover_producers(
+    dir: &Path,
+    segments: &mut VecDeque<Segment>,
+    log_start: i64,
+    log_end: i64,
+) -> ProducerState {
     let snapshot = std::fs::read(dir.join(PRODUCERS_FILE))
         .ok()
         .and_then(|b| ProducerState::load(&b));
@@ -808,19 +913,59 @@ fn recover_producers(dir: &Path, segments: &mut VecDeque<Segment>, log_end: i64)
         .filter_map(|s| s.scanned_from)
         .min()
         .unwrap_or(log_end);
-    let (from, mut state) = match snapshot {
-        Some((offset, state)) if offset == scan_start => (offset, state),
-        _ => (i64::MIN, ProducerState::default()),
-    };
-    for seg in segments.iter_mut() {
-        for h in std::mem::take(&mut seg.scanned_producer_batches) {
-            if h.base_offset >= from {
-                // A recovered producer counts as seen now, so it is not expired at once.
-                state.record(&h, now_ms());
+    let scanned: Vec<_> = segments
+        .iter_mut()
+        .flat_map(|s| std::mem::take(&mut s.scanned_producer_batches))
+        .collect();
+    // A recovered producer counts as seen now, so it is not expired at once.
+    let now = now_ms();
+    let mut state = match snapshot {
+        Some((offset, state)) if offset == scan_start => state,
+        _ => match rescan_producers(segments, log_start, scan_start) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not rebuild producer state from the log; using the recovered tail only");
+                ProducerState::default()
             }
+        },
+    };
+    for (h, marker) in scanned {
+        state.record(&h, marker, now);
+    }
+    state.forget_aborted_below(log_start);
+    state
+}
+
+/// Producer state from the headers of every batch in `[log_start, upto)` (markers read whole).
+fn rescan_producers(
+    segments: &VecDeque<Segment>,
+    log_start: i64,
+    upto: i64,
+) -> io::Result<ProducerState> {
+    let mut state = ProducerState::default();
+    let now = now_ms();
+    for seg in segments {
+        if seg.next_offset <= log_start || seg.base_offset >= upto {
+            continue;
+        }
+        let mut pos = 0u64;
+        while pos < seg.size {
+            let h = segment::read_header(&seg.file, pos)?;
+            if h.base_offset >= upto {
+                break;
+            }
+            if h.producer_id >= 0 {
+                let marker = if h.is_control() {
+                    batch::marker_kind(&segment::read_exact_at(&seg.file, pos, h.total_len())?)
+                } else {
+                    None
+                };
+                state.record(&h, marker, now);
+            }
+            pos += h.total_len() as u64;
         }
     }
-    state
+    Ok(state)
 }
 
 fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
@@ -1036,6 +1181,104 @@ mod tests {
             47,
             "the old epoch is fenced"
         );
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, n: i32) -> Bytes {
+        let mut b = idempotent_batch(pid, epoch, seq, n).to_vec();
+        // Set the transactional bit and recompute the CRC.
+        let attrs = i16::from_be_bytes([b[21], b[22]]) | batch::ATTR_TRANSACTIONAL;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// Offsets of the data records a read_committed consumer would keep from `r`.
+    fn committed_view(r: &ReadResult, aborted: &[(i64, i64)]) -> Vec<i64> {
+        let mut out = vec![];
+        let mut skipping: Vec<i64> = vec![];
+        let mut pending = aborted.to_vec();
+        let mut at = 0;
+        while at < r.records.len() {
+            let h = batch::BatchHeader::parse(&r.records[at..]).unwrap();
+            // As consumers do: an aborted transaction starts skipping at its first offset and
+            // is used up by its marker.
+            if let Some(i) = pending
+                .iter()
+                .position(|(pid, first)| *pid == h.producer_id && *first <= h.base_offset)
+            {
+                skipping.push(pending.remove(i).0);
+            }
+            if h.is_control() {
+                skipping.retain(|p| *p != h.producer_id);
+            } else if !skipping.contains(&h.producer_id) {
+                out.extend(h.base_offset..=h.last_offset());
+            }
+            at += h.total_len();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn transactions_bound_the_lso_and_survive_unclean_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("t-0");
+        let c = cfg(|c| c.segment_bytes = 600);
+        let (p, _) = Partition::open("t".into(), 0, dir.clone(), c.clone()).unwrap();
+        p.append(&make_batch(0, &[0], Compression::None)).unwrap(); // 0: plain
+        p.append(&txn_batch(1, 0, 0, 2)).unwrap(); // 1-2: txn of producer 1
+        p.append(&txn_batch(2, 0, 0, 1)).unwrap(); // 3: txn of producer 2
+        assert_eq!(p.last_stable_offset(), 1);
+        let (r, lso, _) = p.read_committed(0, 1 << 20).unwrap();
+        assert_eq!(lso, 1);
+        assert_eq!(committed_view(&r, &[]), vec![0], "stops at the LSO");
+        assert!(p
+            .append(&control_like_client())
+            .is_err_and(|e| e.kafka_code() == 87));
+        p.append_marker(1, 0, false, 0).unwrap(); // 4: abort producer 1
+        assert_eq!(p.last_stable_offset(), 3);
+        p.append(&txn_batch(1, 0, 2, 1)).unwrap(); // 5: producer 1's next txn
+        p.append_marker(2, 0, true, 0).unwrap(); // 6: commit producer 2
+        assert_eq!(p.last_stable_offset(), 5);
+        p.append_marker(1, 0, true, 0).unwrap(); // 7: commit producer 1
+        assert_eq!(p.last_stable_offset(), 8);
+        let check = |p: &Partition| {
+            let (r, lso, aborted) = p.read_committed(0, 1 << 20).unwrap();
+            assert_eq!(lso, 8);
+            assert_eq!(aborted, vec![(1, 1)]);
+            assert_eq!(committed_view(&r, &aborted), vec![0, 3, 5]);
+            let (_, _, later) = p.read_committed(5, 1 << 20).unwrap();
+            assert!(later.is_empty(), "the abort ended before offset 5");
+        };
+        check(&p);
+        // Unclean restart (no close): state comes back from snapshots and the scanned tail.
+        drop(p);
+        let (p, _) = Partition::open("t".into(), 0, dir.clone(), c.clone()).unwrap();
+        check(&p);
+        // An open transaction survives a restart too, and keeps holding the LSO.
+        p.append(&txn_batch(2, 0, 1, 1)).unwrap(); // 8
+        drop(p);
+        std::fs::remove_file(dir.join(PRODUCERS_FILE)).unwrap();
+        let (p, _) = Partition::open("t".into(), 0, dir.clone(), c.clone()).unwrap();
+        assert_eq!(p.last_stable_offset(), 8, "rebuilt from the whole log");
+        assert_eq!(p.read_committed(0, 1 << 20).unwrap().2, vec![(1, 1)]);
+        p.close().unwrap();
+        drop(p);
+        let (p, _) = Partition::open("t".into(), 0, dir, c).unwrap();
+        assert_eq!(p.last_stable_offset(), 8, "and from a clean close");
+        assert_eq!(
+            p.producers()
+                .iter()
+                .find(|v| v.producer_id == 2)
+                .unwrap()
+                .txn_first,
+            Some(8)
+        );
+    }
+
+    /// A control batch as a client might try to produce one.
+    fn control_like_client() -> Bytes {
+        batch::control_batch(5, 0, true, 0, 1).unwrap()
     }
 
     #[tokio::test]

@@ -62,7 +62,8 @@ pub struct Segment {
     /// Set by recovery: the offset where the scan after the trusted prefix began, and the
     /// headers of idempotent batches it found (to rebuild producer state).
     pub scanned_from: Option<i64>,
-    pub scanned_producer_batches: Vec<BatchHeader>,
+    /// Markers come with their kind (`Some(true)` commit).
+    pub scanned_producer_batches: Vec<(BatchHeader, Option<bool>)>,
 }
 
 pub fn log_file_name(base: i64) -> String {
@@ -186,7 +187,8 @@ impl Segment {
             }
             self.note_batch(&h, pos, index_interval);
             if h.producer_id >= 0 {
-                self.scanned_producer_batches.push(h);
+                let marker = h.is_control().then(|| batch::marker_kind(&buf)).flatten();
+                self.scanned_producer_batches.push((h, marker));
             }
             pos += total as u64;
         }
