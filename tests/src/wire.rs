@@ -36,3 +36,17 @@ pub fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
 }
+
+/// Sends `req` as `api` v`version` on `s` and decodes the response body.
+pub fn call<Req: Encodable, Resp: kafka_protocol::protocol::Decodable>(
+    s: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Decodable as _;
+    let mut f = round_trip(s, &frame(api, version, 1, req)).expect("round trip");
+    ResponseHeader::decode(&mut f, api.response_header_version(version)).expect("response header");
+    Resp::decode(&mut f, version).expect("response body")
+}
