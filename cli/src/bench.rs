@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Commit(CommitBench),
     /// Many small applications, one record per request each (the agent's Kafka endpoint load).
     Producers(crate::bench_producers::ProducersBench),
+    /// Transactions per second: begin, N records, commit, from several transactional producers.
+    Txn(crate::bench_txn::TxnBench),
 }
 
 #[derive(Args)]
@@ -146,7 +148,7 @@ fn pace(start: Instant, i: u64, rate: u64) {
     }
 }
 
-fn bar(total: u64) -> ProgressBar {
+pub(crate) fn bar(total: u64) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
         ProgressStyle::with_template(
@@ -164,6 +166,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebalance(a) => rebalance(a).await,
         BenchCommand::Commit(a) => tokio::task::spawn_blocking(move || commit(a)).await?,
         BenchCommand::Producers(a) => crate::bench_producers::run(a).await,
+        BenchCommand::Txn(a) => tokio::task::spawn_blocking(move || crate::bench_txn::run(a)).await?,
     }
 }
 

@@ -5,6 +5,7 @@
 mod agent_cmd;
 mod bench;
 mod bench_producers;
+mod bench_txn;
 mod broker_cmd;
 mod client;
 mod consume;
