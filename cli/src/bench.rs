@@ -166,7 +166,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebalance(a) => rebalance(a).await,
         BenchCommand::Commit(a) => tokio::task::spawn_blocking(move || commit(a)).await?,
         BenchCommand::Producers(a) => crate::bench_producers::run(a).await,
-        BenchCommand::Txn(a) => tokio::task::spawn_blocking(move || crate::bench_txn::run(a)).await?,
+        BenchCommand::Txn(a) => {
+            tokio::task::spawn_blocking(move || crate::bench_txn::run(a)).await?
+        }
     }
 }
 

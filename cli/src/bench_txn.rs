@@ -68,11 +68,13 @@ pub fn run(a: TxnBench) -> anyhow::Result<()> {
                     p.poll(std::time::Duration::ZERO);
                 }
                 let t = Instant::now();
-                // Serve delivery reports in short polls first: the rdkafka crate's flush inside
-                // commit_transaction polls in 100 ms steps, which would set the commit rate.
+                // Wait for the deliveries first, in 100 µs naps: the rdkafka crate's flush inside
+                // commit_transaction polls in 100 ms steps, and its poll with a short timeout
+                // spins, either of which would set the commit rate.
                 let deadline = Instant::now() + TIMEOUT;
                 while p.in_flight_count() > 0 && Instant::now() < deadline {
-                    p.poll(std::time::Duration::from_millis(1));
+                    p.poll(std::time::Duration::ZERO);
+                    std::thread::sleep(std::time::Duration::from_micros(100));
                 }
                 p.commit_transaction(TIMEOUT)?;
                 if let Ok(mut h) = hist.lock() {

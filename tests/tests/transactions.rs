@@ -578,7 +578,7 @@ fn run_worker(
             }
             records.push((partition, v));
         }
-        let want_commit = enqueued && next(&mut rng) % 4 != 0;
+        let want_commit = enqueued && !next(&mut rng).is_multiple_of(4);
         let outcome = if want_commit {
             match p.commit_transaction(Duration::from_secs(10)) {
                 Ok(()) => Outcome::Committed,

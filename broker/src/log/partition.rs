@@ -81,6 +81,10 @@ pub struct Appended {
     pub log_start: i64,
 }
 
+/// A read_committed read: the records, the last stable offset, and the aborted transactions
+/// (producer id, first offset) the records may hold.
+pub type CommittedRead = (ReadResult, i64, Vec<(i64, i64)>);
+
 /// What a read returned.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -645,7 +649,7 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<(ReadResult, i64, Vec<(i64, i64)>), ReadError> {
+    ) -> Result<CommittedRead, ReadError> {
         let mut r = self.read(offset, max_bytes)?;
         let (stable, aborted) = {
             let st = self.lock();

@@ -560,11 +560,10 @@ impl TxnCoordinator {
                 }
             };
             match action {
-                Some(Some(wait)) => {
-                    if wait.await {
-                        self.complete(b, &id, &shared).await;
-                    }
+                Some(Some(wait)) if wait.await => {
+                    self.complete(b, &id, &shared).await;
                 }
+                Some(Some(_)) => {}
                 Some(None) => {
                     self.complete(b, &id, &shared).await;
                 }
