@@ -560,10 +560,13 @@ impl TxnCoordinator {
                 }
             };
             match action {
-                Some(Some(wait)) if wait.await => {
-                    self.complete(b, &id, &shared).await;
+                // The fencing abort is completed once its decision is durable.
+                Some(Some(wait)) => {
+                    let durable = wait.await;
+                    if durable {
+                        self.complete(b, &id, &shared).await;
+                    }
                 }
-                Some(Some(_)) => {}
                 Some(None) => {
                     self.complete(b, &id, &shared).await;
                 }
