@@ -43,7 +43,7 @@ impl KeyedLog {
         let (partition, truncations) = Partition::open(name.into(), 0, dir, Arc::new(config))?;
         if !truncations.is_empty() {
             tracing::warn!(
-                log = name,
+                log = %name,
                 count = truncations.len(),
                 "truncated a torn tail"
             );
@@ -135,8 +135,12 @@ impl KeyedLog {
         tokio::spawn(async move {
             if p.wait_visible(end, Duration::from_secs(60)).await {
                 match p.delete_records(start) {
-                    Ok(_) => tracing::info!(log = name, records_kept = end - start, "compacted"),
-                    Err(e) => tracing::warn!(log = name, error = %e, "compaction failed"),
+                    Ok(_) => {
+                        tracing::info!(log = %name, records_kept = end - start, "keyed log compacted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(log = %name, error = %e, "keyed log compaction failed")
+                    }
                 }
             }
         });

@@ -628,7 +628,7 @@ def test_offsets_survive_group_store_compaction(broker, topic_name):
     finally:
         c.close()
     want = {p: 104 * 3 + p for p in range(100)}
-    wait_until(lambda: broker.log_lines(r"group store compacted"), timeout=10,
+    wait_until(lambda: broker.log_lines(r"keyed log compacted log=__consumer_offsets"), timeout=10,
                what="the group store to be compacted")
     assert committed(broker, main, topic, range(100)) == want
     for kill in (False, True):

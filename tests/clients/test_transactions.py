@@ -258,3 +258,18 @@ def test_half_message_example(broker, topic_name, tmp_path):
     everything = ck_consume_partitions(broker, topic, [0, 1, 2],
                                        **{"isolation.level": "read_uncommitted"})
     assert sorted(r.key for recs in everything.values() for r in recs) == [b"A", b"B", b"C", b"C"]
+
+
+def test_kp_timed_out_transaction_is_aborted(broker, topic_name):
+    topic = ck_create_topic(broker, topic_name())
+    p = kp_txn_producer(broker, "kp-timeout", transaction_timeout_ms=1500)
+    p.begin_transaction()
+    p.send(topic, b"late", partition=0)
+    p.flush()
+    wait_until(lambda: broker.log_lines("transaction timed out"), timeout=20,
+               what="the broker aborting the transaction")
+    with pytest.raises(Exception):
+        p.commit_transaction()
+    p.close(timeout=1)
+    assert kp_read(broker, topic, "read_committed") == []
+    assert kp_read(broker, topic, "read_uncommitted") == [b"late"]

@@ -435,6 +435,13 @@ async fn randomized_transactions_through_kill9_keep_every_guarantee() {
         let stop = stop.clone();
         workers.push(std::thread::spawn(move || run_worker(w, &bootstrap, &stop)));
     }
+    // A read_committed consumer runs through the kills too: nothing it ever sees may come from
+    // an aborted transaction.
+    let live_reader = {
+        let bootstrap = bootstrap.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || live_read(&bootstrap, PARTITIONS, &stop))
+    };
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(1500 + (next(&mut rng) % 1000)));
@@ -448,6 +455,7 @@ async fn randomized_transactions_through_kill9_keep_every_guarantee() {
     for w in workers {
         txns.extend(w.join().expect("worker"));
     }
+    let live = live_reader.join().expect("live reader");
     let committed = txns.values().filter(|t| t.0 == Outcome::Committed).count();
     let aborted = txns.values().filter(|t| t.0 == Outcome::Aborted).count();
     eprintln!(
@@ -498,6 +506,18 @@ async fn randomized_transactions_through_kill9_keep_every_guarantee() {
             ),
         }
     }
+    let aborted_values: HashSet<&String> = txns
+        .values()
+        .filter(|t| t.0 == Outcome::Aborted)
+        .flat_map(|t| t.1.iter().map(|r| &r.1))
+        .collect();
+    assert!(!live.is_empty(), "the live reader saw nothing");
+    for v in &live {
+        assert!(
+            !aborted_values.contains(v),
+            "the live read_committed reader saw {v} of an aborted transaction"
+        );
+    }
     let known: HashSet<&String> = txns
         .values()
         .flat_map(|t| t.1.iter().map(|r| &r.1))
@@ -505,6 +525,36 @@ async fn randomized_transactions_through_kill9_keep_every_guarantee() {
     for v in where_seen.keys() {
         assert!(known.contains(v), "{v} was never sent");
     }
+}
+
+/// Reads `jepsen` read_committed until `stop`, riding through broker restarts.
+fn live_read(
+    bootstrap: &str,
+    partitions: i32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<String> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "jepsen-live")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("log_level", "0")
+        .create()
+        .expect("live consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset("jepsen", p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = vec![];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+    }
+    seen
 }
 
 fn next(state: &mut u64) -> u64 {
