@@ -340,10 +340,22 @@ async fn idempotent_producer_through_cut_connections_stores_each_record_once() {
         .set("log_level", "0")
         .create()
         .unwrap();
+    // Cut every connection every 250 ms while records are sent (paced over ~2 s) and until the
+    // last one is acknowledged.
+    let proxy = Arc::new(proxy);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chaos = {
+        let (proxy, stop) = (proxy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut cuts = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
+                cuts += proxy.cut();
+            }
+            cuts
+        })
+    };
     let mut futs = Vec::new();
-    let mut cuts = 0;
-    let start = Instant::now();
-    let mut last_cut = Instant::now();
     for i in 0..20_000u32 {
         let v = format!("{i:08}");
         loop {
@@ -355,15 +367,10 @@ async fn idempotent_producer_through_cut_connections_stores_each_record_once() {
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
-        if i % 256 == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        if last_cut.elapsed() > Duration::from_millis(150) {
-            cuts += proxy.cut();
-            last_cut = Instant::now();
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    let sending = start.elapsed();
     let mut acked = Vec::new();
     for (v, f) in futs {
         match f.await {
@@ -371,10 +378,9 @@ async fn idempotent_producer_through_cut_connections_stores_each_record_once() {
             other => panic!("record {v} not delivered: {other:?}"),
         }
     }
-    assert!(
-        cuts >= 4,
-        "the proxy cut only {cuts} connections in {sending:?}"
-    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cuts = chaos.join().expect("chaos thread");
+    assert!(cuts >= 6, "the proxy cut only {cuts} connections");
     let log = read_all(&b, "flaky", 0);
     let values: Vec<&Vec<u8>> = log.values().collect();
     assert_eq!(
