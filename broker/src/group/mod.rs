@@ -81,38 +81,11 @@ impl GroupCoordinator {
         let mut groups: HashMap<String, Group> = HashMap::new();
         for e in entries {
             match e {
-                Entry::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                } => {
+                Entry::Offset { ref group, .. } | Entry::TxnOffset { ref group, .. } => {
                     let g = groups
                         .entry(group.clone())
-                        .or_insert_with(|| Group::new(&group));
-                    match value {
-                        Some(c) => g.offsets.insert((topic, partition), c),
-                        None => g.offsets.remove(&(topic, partition)),
-                    };
-                }
-                Entry::TxnOffset {
-                    group,
-                    producer_id,
-                    topic,
-                    partition,
-                    value,
-                } => {
-                    let g = groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(&group));
-                    let pending = g.txn_offsets.entry(producer_id).or_default();
-                    match value {
-                        Some(c) => pending.insert((topic, partition), c),
-                        None => pending.remove(&(topic, partition)),
-                    };
-                    if pending.is_empty() {
-                        g.txn_offsets.remove(&producer_id);
-                    }
+                        .or_insert_with(|| Group::new(group));
+                    apply(g, std::slice::from_ref(&e));
                 }
                 Entry::Group {
                     group,
@@ -700,17 +673,22 @@ impl GroupCoordinator {
     }
 }
 
-/// Applies stored entries to a group's offsets.
+/// Applies stored offset entries (committed or pending in a transaction; a null value deletes)
+/// to a group.
 fn apply(g: &mut Group, entries: &[Entry]) {
     for e in entries {
         match e {
             Entry::Offset {
                 topic,
                 partition,
-                value: Some(c),
+                value,
                 ..
             } => {
-                g.offsets.insert((topic.clone(), *partition), c.clone());
+                let key = (topic.clone(), *partition);
+                match value {
+                    Some(c) => g.offsets.insert(key, c.clone()),
+                    None => g.offsets.remove(&key),
+                };
             }
             Entry::TxnOffset {
                 producer_id,
