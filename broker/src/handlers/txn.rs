@@ -34,12 +34,17 @@ use crate::txn::{
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
 
-/// PRODUCER_FENCED for request versions that know it (KIP-588), INVALID_PRODUCER_EPOCH before.
-fn fenced_code(version: i16, first_with_fenced: i16) -> i16 {
-    if version >= first_with_fenced {
-        PRODUCER_FENCED
-    } else {
-        INVALID_PRODUCER_EPOCH
+/// The producer a request names. A stale epoch gets PRODUCER_FENCED from the request version
+/// that knows it (KIP-588, `first_with_fenced`), INVALID_PRODUCER_EPOCH before.
+fn caller(producer_id: i64, epoch: i16, version: i16, first_with_fenced: i16) -> Caller {
+    Caller {
+        producer_id,
+        epoch,
+        fenced_code: if version >= first_with_fenced {
+            PRODUCER_FENCED
+        } else {
+            INVALID_PRODUCER_EPOCH
+        },
     }
 }
 
@@ -47,11 +52,12 @@ pub fn add_partitions(b: &Arc<Broker>, version: i16, req: AddPartitionsToTxnRequ
     let b = b.clone();
     Reply::Later(Box::pin(async move {
         let id = req.v3_and_below_transactional_id.to_string();
-        let caller = Caller {
-            producer_id: req.v3_and_below_producer_id.0,
-            epoch: req.v3_and_below_producer_epoch,
-            fenced_code: fenced_code(version, 2),
-        };
+        let caller = caller(
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            version,
+            2,
+        );
         let mut wanted = Vec::new();
         let mut missing = false;
         for t in &req.v3_and_below_topics {
@@ -100,11 +106,7 @@ pub fn add_partitions(b: &Arc<Broker>, version: i16, req: AddPartitionsToTxnRequ
 pub fn add_offsets(b: &Arc<Broker>, version: i16, req: AddOffsetsToTxnRequest) -> Reply {
     let b = b.clone();
     Reply::Later(Box::pin(async move {
-        let caller = Caller {
-            producer_id: req.producer_id.0,
-            epoch: req.producer_epoch,
-            fenced_code: fenced_code(version, 2),
-        };
+        let caller = caller(req.producer_id.0, req.producer_epoch, version, 2);
         let mut r = AddOffsetsToTxnResponse::default();
         if let Err(e) = b
             .txns
@@ -121,11 +123,7 @@ pub fn add_offsets(b: &Arc<Broker>, version: i16, req: AddOffsetsToTxnRequest) -
 pub fn txn_offset_commit(b: &Arc<Broker>, version: i16, req: TxnOffsetCommitRequest) -> Reply {
     let b = b.clone();
     Reply::Later(Box::pin(async move {
-        let caller = Caller {
-            producer_id: req.producer_id.0,
-            epoch: req.producer_epoch,
-            fenced_code: fenced_code(version, 3),
-        };
+        let caller = caller(req.producer_id.0, req.producer_epoch, version, 3);
         let n: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
         let codes = match b
             .txns
@@ -183,11 +181,7 @@ pub fn txn_offset_commit(b: &Arc<Broker>, version: i16, req: TxnOffsetCommitRequ
 pub fn end_txn(b: &Arc<Broker>, version: i16, req: EndTxnRequest) -> Reply {
     let b = b.clone();
     Reply::Later(Box::pin(async move {
-        let caller = Caller {
-            producer_id: req.producer_id.0,
-            epoch: req.producer_epoch,
-            fenced_code: fenced_code(version, 2),
-        };
+        let caller = caller(req.producer_id.0, req.producer_epoch, version, 2);
         let mut r = EndTxnResponse::default();
         r.producer_id = ProducerId(-1);
         r.producer_epoch = -1;
@@ -323,11 +317,7 @@ pub async fn init_transactional(
     producer_id: i64,
     epoch: i16,
 ) -> Result<(i64, i16), i16> {
-    let expected = (producer_id >= 0).then_some(Caller {
-        producer_id,
-        epoch,
-        fenced_code: fenced_code(version, 4),
-    });
+    let expected = (producer_id >= 0).then(|| caller(producer_id, epoch, version, 4));
     b.txns
         .init_producer(b, id, timeout_ms, expected)
         .await
