@@ -54,6 +54,10 @@ pub struct BrokerConfig {
     /// A transactional id idle this long (no transaction in progress) is forgotten
     /// (`transactional.id.expiration.ms`).
     pub transactional_id_expiration_ms: i64,
+    /// Accept mirror topics (`mirror.source.*` topic configs) and the mirror's writes at the
+    /// source's offsets (`trib mirror` offset-preserving mode). Off, the broker looks like any
+    /// other Kafka cluster to a mirror, which then translates offsets (docs/mirror.md).
+    pub mirror_writes: bool,
     /// Defaults for every topic; a topic's own configs override them.
     pub log: LogDefaults,
 }
@@ -106,6 +110,7 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
+            mirror_writes: true,
             log: LogDefaults::default(),
         }
     }
@@ -212,6 +217,7 @@ impl BrokerConfig {
             flush_ms: l.flush_ms,
             producer_id_expiration_ms: l.producer_id_expiration_ms,
             index_fields: Default::default(),
+            mirror: None,
         }
     }
 }

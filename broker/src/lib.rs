@@ -18,6 +18,7 @@ pub mod index;
 pub mod keyed_log;
 pub mod log;
 pub mod metrics;
+pub mod mirror_topic;
 pub mod server;
 pub mod topic_config;
 pub mod topics;

@@ -38,7 +38,23 @@ pub struct TopicConfig {
     pub producer_id_expiration_ms: i64,
     /// The fields the broker indexes (`index.fields`); empty: none.
     pub index_fields: std::sync::Arc<crate::index::spec::IndexSpec>,
+    /// Set on a mirror topic (`mirror.source.cluster`, `mirror.source.topic`): the topic is
+    /// written only by the mirror, at the source's offsets, until promoted (docs/mirror.md).
+    pub mirror: Option<MirrorSource>,
 }
+
+/// Where a mirror topic's records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSource {
+    /// The source cluster's id (Metadata `cluster_id`).
+    pub cluster: String,
+    /// The topic's name at the source.
+    pub topic: String,
+}
+
+/// The topic config keys that make a topic a mirror topic.
+pub const MIRROR_CLUSTER_KEY: &str = "mirror.source.cluster";
+pub const MIRROR_TOPIC_KEY: &str = "mirror.source.topic";
 
 /// A topic config override that is unknown or has a bad value.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -162,6 +178,18 @@ const KEYS: &[Key] = &[
         doc: "fields to index, comma separated name=source; source: key, header:<name> or value:<json path> (docs/index.md)",
     },
     Key {
+        name: MIRROR_CLUSTER_KEY,
+        config_type: ConfigType::String,
+        read_only: false,
+        doc: "set on a mirror topic: the source cluster id; the topic is read-only to producers until this is removed (trib mirror failover)",
+    },
+    Key {
+        name: MIRROR_TOPIC_KEY,
+        config_type: ConfigType::String,
+        read_only: false,
+        doc: "set on a mirror topic: the topic's name at the source cluster",
+    },
+    Key {
         name: "min.insync.replicas",
         config_type: ConfigType::Int,
         read_only: true,
@@ -232,6 +260,15 @@ impl TopicConfig {
                 self.retention_bytes.to_string(),
                 "must be -1 or more",
             );
+        }
+        if let Some(m) = &self.mirror {
+            if m.cluster.is_empty() {
+                return bad(
+                    MIRROR_CLUSTER_KEY,
+                    String::new(),
+                    "a mirror topic needs the source cluster id",
+                );
+            }
         }
         Ok(())
     }
@@ -321,6 +358,18 @@ impl TopicConfig {
                 )
             }
             "unclean.leader.election.enable" => {}
+            MIRROR_CLUSTER_KEY => {
+                self.mirror.get_or_insert_with(|| MirrorSource {
+                    cluster: String::new(),
+                    topic: String::new(),
+                }).cluster = value.trim().to_string()
+            }
+            MIRROR_TOPIC_KEY => {
+                self.mirror.get_or_insert_with(|| MirrorSource {
+                    cluster: String::new(),
+                    topic: String::new(),
+                }).topic = value.trim().to_string()
+            }
             _ => return Err(TopicConfigError::Unknown(key.to_string())),
         }
         Ok(())
@@ -363,6 +412,8 @@ impl TopicConfig {
             "index.fields" => self.index_fields.to_string(),
             "min.insync.replicas" => "1".into(),
             "unclean.leader.election.enable" => "false".into(),
+            MIRROR_CLUSTER_KEY => self.mirror.as_ref().map_or(String::new(), |m| m.cluster.clone()),
+            MIRROR_TOPIC_KEY => self.mirror.as_ref().map_or(String::new(), |m| m.topic.clone()),
             _ => String::new(),
         }
     }

@@ -457,6 +457,17 @@ impl TopicRegistry {
         Ok(id)
     }
 
+    /// Keeps producer ids this broker hands out above `id`, which a mirror wrote into a mirror
+    /// topic, so a producer of the promoted topic never shares a mirrored producer's id.
+    pub fn observe_producer_id(&self, id: i64) -> Result<(), TopicError> {
+        let mut meta = self.lock_meta();
+        if id >= meta.next_producer_id {
+            meta.next_producer_id = id + 1;
+            self.save(&meta)?;
+        }
+        Ok(())
+    }
+
     /// Flushes every partition and writes indexes so the next start needs no log scan.
     pub fn close(&self) -> std::io::Result<()> {
         for t in self.list() {

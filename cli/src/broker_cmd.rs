@@ -47,6 +47,10 @@ pub struct BrokerArgs {
     /// How often retention runs, in milliseconds.
     #[arg(long)]
     retention_check_interval_ms: Option<u64>,
+    /// Refuse mirror topics and offset-preserving mirror writes, so `trib mirror` translates
+    /// offsets as it would for any other Kafka cluster.
+    #[arg(long)]
+    no_mirror_writes: bool,
 }
 
 fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
@@ -85,6 +89,9 @@ pub fn build_config(a: &BrokerArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(v) = a.segment_bytes {
         c.log.segment_bytes = v;
+    }
+    if a.no_mirror_writes {
+        c.mirror_writes = false;
     }
     if let Some(v) = a.retention_check_interval_ms {
         c.retention_check_interval_ms = v;

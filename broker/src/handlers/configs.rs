@@ -135,11 +135,20 @@ fn topic_rows(b: &Broker, name: &str) -> Result<Vec<Row>, (i16, String)> {
         .collect())
 }
 
+/// The broker config row a mirror reads to choose offset-preserving mode.
+pub const MIRROR_WRITES_KEY: &str = "tributary.mirror.writes";
+
 fn broker_rows(b: &Broker) -> Vec<Row> {
     let c = &b.config;
     let d = &c.log;
     let fsync = d.flush == crate::topic_config::FlushPolicy::Fsync;
-    let table: [(&str, String, ConfigType, &str); 11] = [
+    let table: [(&str, String, ConfigType, &str); 12] = [
+        (
+            MIRROR_WRITES_KEY,
+            c.mirror_writes.to_string(),
+            ConfigType::Boolean,
+            "accepts mirror topics written at the source's offsets (trib mirror)",
+        ),
         (
             "broker.id",
             c.node_id.to_string(),
@@ -247,6 +256,26 @@ fn topic_error(e: TopicError) -> (i16, String) {
     (e.kafka_code(), e.to_string())
 }
 
+/// Replaces a topic's overrides after the mirror-topic rules allow it; promotes a mirror topic
+/// whose `mirror.source.cluster` went away.
+fn set_topic_configs(
+    b: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let existing = b.topics.get(name);
+    crate::mirror_topic::check_configs(b, existing.as_deref(), &configs)?;
+    let was_mirror = existing.as_ref().is_some_and(|t| t.config().mirror.is_some());
+    b.topics
+        .set_configs(name, configs, validate_only)
+        .map_err(topic_error)?;
+    if let (Some(t), false) = (existing, validate_only) {
+        crate::mirror_topic::after_configs_changed(b, &t, was_mirror);
+    }
+    Ok(())
+}
+
 pub fn alter(b: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
@@ -264,9 +293,7 @@ pub fn alter(b: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse 
                             .map(|v| (c.name.to_string(), v.to_string()))
                     })
                     .collect();
-                b.topics
-                    .set_configs(&res.resource_name, configs, req.validate_only)
-                    .map_err(topic_error)
+                set_topic_configs(b, &res.resource_name, configs, req.validate_only)
             }
             other => Err(refuse_non_topic(b, other, &res.resource_name)),
         };
@@ -299,9 +326,7 @@ pub fn incremental_alter(
                         .map(|c| (c.name.clone(), c.config_operation, c.value.clone()))
                         .collect();
                     apply_ops(&mut overrides, &ops).and_then(|()| {
-                        b.topics
-                            .set_configs(&res.resource_name, overrides, req.validate_only)
-                            .map_err(topic_error)
+                        set_topic_configs(b, &res.resource_name, overrides, req.validate_only)
                     })
                 }
             },

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use super::{sb, Reply};
 use crate::broker::Broker;
 use crate::log::batch;
+use crate::mirror_topic;
 use crate::log::partition::{AppendError, Appended, Partition};
 use crate::txn::{Caller, INVALID_PRODUCER_EPOCH};
 use bytes::Bytes;
@@ -42,11 +43,17 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
             pr.log_append_time_ms = -1;
             pr.log_start_offset = -1;
             let partition = found.as_ref().and_then(|t| t.partition(pd.index));
+            let mark = mirror_topic::write_mark(&pd.unknown_tagged_fields);
+            let allowed = found
+                .as_ref()
+                .map_or(Ok(()), |t| mirror_topic::check_produce(t, mark));
             let outcome = if !matches!(acks, -1..=1) {
                 Err((
                     ResponseError::InvalidRequiredAcks.code(),
                     "acks must be -1, 0 or 1".to_string(),
                 ))
+            } else if let Err(e) = allowed {
+                Err(e)
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err((
@@ -55,7 +62,12 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                     )),
                     Some(records) => {
                         let len = records.len() as u64;
-                        match append(b, txn_id.as_deref(), &p, &records) {
+                        let appended = if mark.is_some() {
+                            append_mirrored(b, &p, &records)
+                        } else {
+                            append(b, txn_id.as_deref(), &p, &records)
+                        };
+                        match appended {
                             Ok(a) => {
                                 b.metrics.produced(len);
                                 pr.base_offset = a.base_offset;
@@ -116,6 +128,27 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
         }
         ResponseKind::Produce(resp)
     }))
+}
+
+/// Appends a mirror's batches at the source's offsets, keeping this broker's producer ids above
+/// the mirrored ones.
+fn append_mirrored(b: &Broker, p: &Partition, records: &Bytes) -> Result<Appended, (i16, String)> {
+    let refuse = |e: AppendError| (e.kafka_code(), e.to_string());
+    let mut max_pid = -1;
+    let mut at = 0usize;
+    while let Ok(h) = batch::BatchHeader::parse(&records[at..]) {
+        max_pid = max_pid.max(h.producer_id);
+        at += h.total_len();
+        if at >= records.len() {
+            break;
+        }
+    }
+    if max_pid >= 0 {
+        b.topics
+            .observe_producer_id(max_pid)
+            .map_err(|e| (e.kafka_code(), e.to_string()))?;
+    }
+    p.append_mirrored(records).map_err(refuse)
 }
 
 /// Appends one partition's batches. Transactional batches (which need the request's

@@ -52,6 +52,8 @@ pub fn create(b: &Arc<Broker>, _version: i16, req: CreateTopicsRequest) -> Creat
                     b.config.node_id
                 ),
             ))
+        } else if let Err(e) = crate::mirror_topic::check_configs(b, None, &configs) {
+            Err(e)
         } else {
             let partitions = if t.assignments.is_empty() {
                 partitions

@@ -305,7 +305,84 @@ impl Partition {
                 }
             }
         }
-        self.write_locked(st, records, &headers, None, &cfg)
+        self.write_locked(st, records, &headers, true, &cfg)
+    }
+
+    /// Appends a mirror's batches at their own base offsets (offset-preserving mirroring): the
+    /// source's offsets, timestamps, producers and transaction markers are kept, a jump forward
+    /// leaves a gap (and moves the log start of an empty log), and batches this log already
+    /// holds are skipped, so a mirror that resends after a crash writes nothing twice.
+    pub fn append_mirrored(&self, records: &Bytes) -> Result<Appended, AppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Closed);
+        }
+        let cfg = self.config();
+        let headers = batch::validate_produce(records, u32::MAX)?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut skip = 0usize;
+        let mut skipped_bytes = 0usize;
+        let mut prev_end = i64::MIN;
+        for h in &headers {
+            let end = h.base_offset + i64::from(h.last_offset_delta) + 1;
+            if h.base_offset < prev_end {
+                return Err(BatchError::Invalid("mirrored batches overlap or go backwards").into());
+            }
+            prev_end = end;
+            if end <= st.next_offset {
+                skip += 1;
+                skipped_bytes += h.total_len();
+            } else if h.base_offset < st.next_offset {
+                return Err(AppendError::Producer {
+                    code: 2, // CORRUPT_MESSAGE
+                    reason: format!(
+                        "mirrored batch {}..{end} straddles the log end {} (topic {}, partition {})",
+                        h.base_offset, st.next_offset, self.topic, self.index
+                    ),
+                });
+            }
+        }
+        let Some(first) = headers.get(skip) else {
+            return Ok(Appended {
+                base_offset: headers.first().map_or(st.next_offset, |h| h.base_offset),
+                end_offset: st.next_offset,
+                log_append_time: -1,
+                log_start: st.log_start,
+            });
+        };
+        let span = prev_end - st.next_offset.min(first.base_offset);
+        if span > i64::from(u32::MAX / 2) {
+            return Err(BatchError::Invalid("mirrored batches span more than 2^31 offsets").into());
+        }
+        self.skip_to(st, first.base_offset)?;
+        let rest = records.slice(skipped_bytes..);
+        self.write_locked(st, &rest, &headers[skip..], false, &cfg)
+    }
+
+    /// Moves the log end forward to `offset`, leaving a gap: an empty log starts there, and a
+    /// new segment begins there when the active one could not index that far.
+    fn skip_to(&self, st: &mut LogState, offset: i64) -> io::Result<()> {
+        if offset <= st.next_offset {
+            return Ok(());
+        }
+        let empty = st.next_offset == st.log_start;
+        let far = st
+            .segments
+            .back()
+            .is_some_and(|s| offset - s.base_offset > i64::from(u32::MAX / 2));
+        st.next_offset = offset;
+        if far {
+            self.roll(st, now_ms())?;
+        }
+        if empty {
+            st.log_start = offset;
+            crate::fsutil::write_atomic(
+                &self.dir.join(LOG_START_FILE),
+                offset.to_string().as_bytes(),
+            )?;
+            self.drop_segments_below_start(st)?;
+        }
+        Ok(())
     }
 
     /// Appends a transaction marker (commit or abort) for `producer_id` at `producer_epoch`,
@@ -330,27 +407,35 @@ impl Partition {
         )?;
         let headers = batch::validate_produce(&records, u32::MAX)?;
         let mut guard = self.lock();
-        self.write_locked(&mut guard, &records, &headers, Some(commit), &cfg)
+        self.write_locked(&mut guard, &records, &headers, true, &cfg)
     }
 
-    /// Writes validated batches at the log end (one vectored write), indexes them, records their
-    /// producers and makes them visible under the flush policy. `marker` is set for a marker.
+    /// Writes validated batches (one vectored write), indexes them, records their producers and
+    /// makes them visible under the flush policy. With `assign`, batches get offsets from the
+    /// log end (and the append time under LogAppendTime); without, they keep their own (mirror).
     fn write_locked(
         &self,
         st: &mut LogState,
         records: &Bytes,
         headers: &[batch::BatchHeader],
-        marker: Option<bool>,
+        assign: bool,
         cfg: &TopicConfig,
     ) -> Result<Appended, AppendError> {
         let now = now_ms();
-        let lat = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let lat = (assign && cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         self.maybe_roll(st, records.len() as u64, now, cfg)?;
-        let base = st.next_offset;
+        let base = if assign {
+            st.next_offset
+        } else {
+            headers.first().map_or(st.next_offset, |h| h.base_offset)
+        };
         let mut rewritten = Vec::with_capacity(headers.len());
         let mut next = base;
         let mut at = 0usize;
         for h in headers {
+            if !assign {
+                next = h.base_offset;
+            }
             rewritten.push(batch::rewritten_header(&records[at..], next, lat));
             next += i64::from(h.last_offset_delta) + 1;
             at += h.total_len();
@@ -368,7 +453,14 @@ impl Partition {
         };
         seg.write_all(&mut slices)?;
         let mut pos = seg.size;
+        let mut at = 0usize;
         for (h, hdr) in headers.iter().zip(&rewritten) {
+            let marker = if h.is_control() {
+                batch::marker_kind(&records[at..])
+            } else {
+                None
+            };
+            at += h.total_len();
             let mut stored = *h;
             stored.base_offset = i64::from_be_bytes([
                 hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7],

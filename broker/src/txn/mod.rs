@@ -24,7 +24,10 @@ use bytes::Bytes;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::keyed_log::KeyedLog;
-use crate::log::partition::now_ms;
+use crate::log::partition::{now_ms, Partition};
+
+/// Producer id → the (topic, partition) pairs of its ongoing transaction.
+type Owners = HashMap<i64, std::collections::BTreeSet<(String, i32)>>;
 pub use state::{Phase, TxnMeta};
 
 pub const TOPIC: &str = "__transaction_state";
@@ -580,27 +583,50 @@ impl TxnCoordinator {
     /// lost, or it wrote without one), so no partition's last stable offset hangs.
     pub async fn recover(&self, b: &Broker) {
         self.tick(b).await;
-        let mut owners: HashMap<i64, std::collections::BTreeSet<(String, i32)>> = HashMap::new();
+        let owners = self.owners();
+        for t in b.topics.list() {
+            // A mirror topic's transactions are the source's: their markers come by the mirror.
+            if t.config().mirror.is_none() {
+                self.abort_unowned_in(&t.partitions(), &owners);
+            }
+        }
+    }
+
+    /// Aborts the transactions open in `partitions` that no Ongoing transactional id accounts
+    /// for (a promoted mirror topic's source transactions, or hanging ones at start).
+    pub fn abort_unowned(&self, partitions: &[Arc<Partition>]) {
+        self.abort_unowned_in(partitions, &self.owners());
+    }
+
+    /// The partitions of each producer id with a transaction Ongoing.
+    fn owners(&self) -> Owners {
+        let mut owners = Owners::new();
         for (_, m) in self.list() {
             if m.phase == Phase::Ongoing {
                 owners.insert(m.producer_id, m.partitions);
             }
         }
-        for t in b.topics.list() {
-            for p in t.partitions() {
-                for v in p.producers() {
-                    let Some(first) = v.txn_first else { continue };
-                    let known = owners
-                        .get(&v.producer_id)
-                        .is_some_and(|ps| ps.contains(&(p.topic.to_string(), p.index)));
-                    if known {
-                        continue;
-                    }
-                    tracing::warn!(topic = %p.topic, partition = p.index, producer_id = v.producer_id, first_offset = first,
-                        "aborting a transaction no coordinator state accounts for");
-                    if let Err(e) = p.append_marker(v.producer_id, v.epoch, false, 0) {
-                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not abort a hanging transaction");
-                    }
+        owners
+    }
+
+    fn abort_unowned_in(
+        &self,
+        partitions: &[Arc<Partition>],
+        owners: &Owners,
+    ) {
+        for p in partitions {
+            for v in p.producers() {
+                let Some(first) = v.txn_first else { continue };
+                let known = owners
+                    .get(&v.producer_id)
+                    .is_some_and(|ps| ps.contains(&(p.topic.to_string(), p.index)));
+                if known {
+                    continue;
+                }
+                tracing::warn!(topic = %p.topic, partition = p.index, producer_id = v.producer_id, first_offset = first,
+                    "aborting a transaction no coordinator state accounts for");
+                if let Err(e) = p.append_marker(v.producer_id, v.epoch, false, 0) {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not abort a hanging transaction");
                 }
             }
         }
