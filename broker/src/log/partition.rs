@@ -1192,6 +1192,60 @@ mod tests {
         assert_eq!(p2.offset_for_timestamp(200).unwrap(), Some((60, 200)));
     }
 
+    /// `batch` with its base offset set to `base` (as a source broker would have stored it).
+    fn at_offset(batch: &Bytes, base: i64) -> Bytes {
+        let mut v = batch.to_vec();
+        v[0..8].copy_from_slice(&base.to_be_bytes());
+        Bytes::from(v)
+    }
+
+    #[tokio::test]
+    async fn mirrored_batches_keep_offsets_gaps_and_skip_what_is_there() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cfg(|c| c.segment_bytes = 4096);
+        let (p, _) = Partition::open("m".into(), 0, d.path().join("m-0"), c.clone()).unwrap();
+        let b = make_batch(7, &[0, 1, 2], Compression::Lz4);
+        // An empty log starting at 1000 (the source's retention took 0..1000).
+        let a = p.append_mirrored(&at_offset(&b, 1000)).unwrap();
+        assert_eq!((a.base_offset, a.end_offset, a.log_start), (1000, 1003, 1000));
+        // Two batches with a gap between them, in one request.
+        let mut two = at_offset(&b, 1003).to_vec();
+        two.extend_from_slice(&at_offset(&b, 1010));
+        p.append_mirrored(&Bytes::from(two.clone())).unwrap();
+        assert_eq!(p.high_watermark(), 1013);
+        // Resent after a crash: nothing is written twice.
+        let a = p.append_mirrored(&Bytes::from(two)).unwrap();
+        assert_eq!(a.end_offset, 1013);
+        assert_eq!(p.high_watermark(), 1013);
+        // A batch across the log end is refused.
+        let e = p.append_mirrored(&at_offset(&b, 1011)).unwrap_err();
+        assert!(e.to_string().contains("straddles"), "{e}");
+        // Reading inside the gap returns the next batch, stored byte for byte (but the leader
+        // epoch, which this single-node broker sets to 0 as the source did).
+        let r = p.read(1006, 10_000).unwrap();
+        let sent = at_offset(&b, 1010);
+        assert_eq!(r.records.len(), sent.len());
+        assert_eq!(&r.records[..12], &sent[..12]);
+        assert_eq!(&r.records[16..], &sent[16..]);
+        assert!(matches!(p.read(5, 100), Err(ReadError::OutOfRange { .. })));
+        // The log start and the gaps survive a restart.
+        drop(p);
+        let (p, _) = Partition::open("m".into(), 0, d.path().join("m-0"), c).unwrap();
+        assert_eq!((p.log_start(), p.high_watermark()), (1000, 1013));
+        let r = p.read(1003, 10_000).unwrap();
+        let offsets: Vec<i64> = {
+            let mut v = Vec::new();
+            let mut at = 0;
+            while at < r.records.len() {
+                let h = batch::validate_one(&r.records[at..], u32::MAX).unwrap();
+                v.push(h.base_offset);
+                at += h.total_len();
+            }
+            v
+        };
+        assert_eq!(offsets, vec![1003, 1010]);
+    }
+
     /// A batch from idempotent producer `pid` with sequences `seq..seq+n`.
     fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: i32) -> Bytes {
         let records: Vec<_> = (0..n)
