@@ -24,3 +24,4 @@ pub mod topic_config;
 pub mod topics;
 pub mod txn;
 pub mod wire;
+pub mod wire_client;

@@ -15,9 +15,38 @@ use crate::broker::Broker;
 use crate::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 use crate::topics::Topic;
 
-/// The Produce tagged field (on a partition's data, Produce v9+) that marks a mirror write. Its
-/// value is the source cluster id. Kafka assigns tags from 0 upward; this one is far above them.
+/// The Produce tagged field (on a partition's data, Produce v9+) that marks a mirror write: its
+/// value is [`MirrorMark`] encoded. Kafka assigns tags from 0 upward; this one is far above them.
 pub const MIRROR_WRITE_TAG: i32 = 10_000;
+
+/// What a mirror write claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorMark {
+    /// Where the mirror believes the target log ends before this write: everything below it is
+    /// there (or never existed at the source). A log that ends lower lost an earlier write, and
+    /// the write is refused rather than leaving a hole the source does not have.
+    pub expected_end: i64,
+    /// The source cluster id; must be the topic's `mirror.source.cluster`.
+    pub cluster: String,
+}
+
+impl MirrorMark {
+    /// 8 bytes of `expected_end` (big-endian), then the cluster id.
+    pub fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(8 + self.cluster.len());
+        v.extend_from_slice(&self.expected_end.to_be_bytes());
+        v.extend_from_slice(self.cluster.as_bytes());
+        Bytes::from(v)
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let (end, cluster) = b.split_at_checked(8)?;
+        Some(Self {
+            expected_end: i64::from_be_bytes(end.try_into().ok()?),
+            cluster: std::str::from_utf8(cluster).ok()?.to_string(),
+        })
+    }
+}
 
 fn mirror_keys(configs: &BTreeMap<String, String>) -> Option<(&str, &str)> {
     configs.get(MIRROR_CLUSTER_KEY).map(|c| {
@@ -69,14 +98,20 @@ pub fn after_configs_changed(b: &Broker, t: &Topic, was_mirror: bool) {
     }
 }
 
-/// The mirror mark on a partition's Produce data, if any: the source cluster id.
-pub fn write_mark(tags: &BTreeMap<i32, Bytes>) -> Option<&Bytes> {
-    tags.get(&MIRROR_WRITE_TAG)
+/// The mirror mark on a partition's Produce data: `None` for an ordinary write, `Some(Err)` for
+/// a mark that does not decode.
+pub fn write_mark(tags: &BTreeMap<i32, Bytes>) -> Option<Result<MirrorMark, (i16, String)>> {
+    tags.get(&MIRROR_WRITE_TAG).map(|b| {
+        MirrorMark::decode(b).ok_or((
+            ResponseError::InvalidRequest.code(),
+            format!("mirror write mark (tagged field {MIRROR_WRITE_TAG}) does not decode"),
+        ))
+    })
 }
 
 /// Whether a Produce to `t` is allowed: ordinary producers may not write a mirror topic, and a
 /// mirror write needs a mirror topic of the same source cluster.
-pub fn check_produce(t: &Topic, mark: Option<&Bytes>) -> Result<(), (i16, String)> {
+pub fn check_produce(t: &Topic, mark: Option<&MirrorMark>) -> Result<(), (i16, String)> {
     let cfg = t.config();
     match (&cfg.mirror, mark) {
         (None, None) => Ok(()),
@@ -94,15 +129,28 @@ pub fn check_produce(t: &Topic, mark: Option<&Bytes>) -> Result<(), (i16, String
                 t.name
             ),
         )),
-        (Some(m), Some(cluster)) if cluster.as_ref() != m.cluster.as_bytes() => Err((
+        (Some(m), Some(mark)) if mark.cluster != m.cluster => Err((
             ResponseError::PolicyViolation.code(),
             format!(
                 "topic {} mirrors cluster {}, not {}",
-                t.name,
-                m.cluster,
-                String::from_utf8_lossy(cluster)
+                t.name, m.cluster, mark.cluster
             ),
         )),
         (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_round_trips_and_rejects_short_values() {
+        let m = MirrorMark {
+            expected_end: 1234,
+            cluster: "abc".into(),
+        };
+        assert_eq!(MirrorMark::decode(&m.encode()), Some(m));
+        assert_eq!(MirrorMark::decode(b"1234"), None);
     }
 }

@@ -43,10 +43,12 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
             pr.log_append_time_ms = -1;
             pr.log_start_offset = -1;
             let partition = found.as_ref().and_then(|t| t.partition(pd.index));
-            let mark = mirror_topic::write_mark(&pd.unknown_tagged_fields);
-            let allowed = found
-                .as_ref()
-                .map_or(Ok(()), |t| mirror_topic::check_produce(t, mark));
+            let mark = mirror_topic::write_mark(&pd.unknown_tagged_fields).transpose();
+            let allowed = mark.clone().and_then(|mark| {
+                found
+                    .as_ref()
+                    .map_or(Ok(()), |t| mirror_topic::check_produce(t, mark.as_ref()))
+            });
             let outcome = if !matches!(acks, -1..=1) {
                 Err((
                     ResponseError::InvalidRequiredAcks.code(),
@@ -62,8 +64,8 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
                     )),
                     Some(records) => {
                         let len = records.len() as u64;
-                        let appended = if mark.is_some() {
-                            append_mirrored(b, &p, &records)
+                        let appended = if let Ok(Some(m)) = &mark {
+                            append_mirrored(b, &p, &records, m.expected_end)
                         } else {
                             append(b, txn_id.as_deref(), &p, &records)
                         };
@@ -132,7 +134,12 @@ pub fn handle(b: &Arc<Broker>, req: ProduceRequest) -> Reply {
 
 /// Appends a mirror's batches at the source's offsets, keeping this broker's producer ids above
 /// the mirrored ones.
-fn append_mirrored(b: &Broker, p: &Partition, records: &Bytes) -> Result<Appended, (i16, String)> {
+fn append_mirrored(
+    b: &Broker,
+    p: &Partition,
+    records: &Bytes,
+    expected_end: i64,
+) -> Result<Appended, (i16, String)> {
     let refuse = |e: AppendError| (e.kafka_code(), e.to_string());
     let mut max_pid = -1;
     let mut at = 0usize;
@@ -148,7 +155,7 @@ fn append_mirrored(b: &Broker, p: &Partition, records: &Bytes) -> Result<Appende
             .observe_producer_id(max_pid)
             .map_err(|e| (e.kafka_code(), e.to_string()))?;
     }
-    p.append_mirrored(records).map_err(refuse)
+    p.append_mirrored(records, expected_end).map_err(refuse)
 }
 
 /// Appends one partition's batches. Transactional batches (which need the request's

@@ -311,8 +311,13 @@ impl Partition {
     /// Appends a mirror's batches at their own base offsets (offset-preserving mirroring): the
     /// source's offsets, timestamps, producers and transaction markers are kept, a jump forward
     /// leaves a gap (and moves the log start of an empty log), and batches this log already
-    /// holds are skipped, so a mirror that resends after a crash writes nothing twice.
-    pub fn append_mirrored(&self, records: &Bytes) -> Result<Appended, AppendError> {
+    /// holds are skipped, so a mirror that resends after a crash writes nothing twice. A log
+    /// ending below `expected_end` lost an earlier mirror write: refused, so no hole appears.
+    pub fn append_mirrored(
+        &self,
+        records: &Bytes,
+        expected_end: i64,
+    ) -> Result<Appended, AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Closed);
         }
@@ -320,6 +325,15 @@ impl Partition {
         let headers = batch::validate_produce(records, u32::MAX)?;
         let mut guard = self.lock();
         let st = &mut *guard;
+        if st.next_offset < expected_end {
+            return Err(AppendError::Producer {
+                code: 1, // OFFSET_OUT_OF_RANGE
+                reason: format!(
+                    "mirror write expects the log to end at {expected_end}, it ends at {} (topic {}, partition {})",
+                    st.next_offset, self.topic, self.index
+                ),
+            });
+        }
         let mut skip = 0usize;
         let mut skipped_bytes = 0usize;
         let mut prev_end = i64::MIN;
@@ -1206,20 +1220,23 @@ mod tests {
         let (p, _) = Partition::open("m".into(), 0, d.path().join("m-0"), c.clone()).unwrap();
         let b = make_batch(7, &[0, 1, 2], Compression::Lz4);
         // An empty log starting at 1000 (the source's retention took 0..1000).
-        let a = p.append_mirrored(&at_offset(&b, 1000)).unwrap();
+        let a = p.append_mirrored(&at_offset(&b, 1000), 0).unwrap();
         assert_eq!((a.base_offset, a.end_offset, a.log_start), (1000, 1003, 1000));
         // Two batches with a gap between them, in one request.
         let mut two = at_offset(&b, 1003).to_vec();
         two.extend_from_slice(&at_offset(&b, 1010));
-        p.append_mirrored(&Bytes::from(two.clone())).unwrap();
+        p.append_mirrored(&Bytes::from(two.clone()), 1003).unwrap();
         assert_eq!(p.high_watermark(), 1013);
         // Resent after a crash: nothing is written twice.
-        let a = p.append_mirrored(&Bytes::from(two)).unwrap();
+        let a = p.append_mirrored(&Bytes::from(two), 1003).unwrap();
         assert_eq!(a.end_offset, 1013);
         assert_eq!(p.high_watermark(), 1013);
         // A batch across the log end is refused.
-        let e = p.append_mirrored(&at_offset(&b, 1011)).unwrap_err();
+        let e = p.append_mirrored(&at_offset(&b, 1011), 1013).unwrap_err();
         assert!(e.to_string().contains("straddles"), "{e}");
+        // A write after one the log never got is refused: no hole.
+        let e = p.append_mirrored(&at_offset(&b, 1020), 1020).unwrap_err();
+        assert!(e.to_string().contains("expects the log to end at 1020"), "{e}");
         // Reading inside the gap returns the next batch, stored byte for byte (but the leader
         // epoch, which this single-node broker sets to 0 as the source did).
         let r = p.read(1006, 10_000).unwrap();

@@ -10,7 +10,6 @@
 //! is what the agent's file → broker throughput is bound by (BENCHMARKS.md).
 
 mod batch;
-mod conn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use trib_pipelines::event::{get_path, value_text, Event};
 use trib_pipelines::runtime::{Batch, Sink, SinkContext};
 
 use batch::{key_partition, restamp, Builder, Sealed};
-use conn::{CallError, Conn};
+use trib_broker::wire_client::{CallError, Conn};
 
 const PRODUCE_VERSION: i16 = 7;
 const METADATA_VERSION: i16 = 7;
@@ -217,7 +216,7 @@ impl Producer {
         let mut req = InitProducerIdRequest::default();
         req.transaction_timeout_ms = 60_000;
         for addr in self.bootstrap.clone() {
-            let Ok(mut c) = Conn::connect(&addr).await else {
+            let Ok(mut c) = Conn::connect(&addr, "trib-native-producer").await else {
                 continue;
             };
             match c
@@ -263,7 +262,7 @@ impl Producer {
         addrs.extend(self.bootstrap.iter().cloned());
         let mut last = String::from("no broker to ask");
         for addr in addrs {
-            let mut c = match Conn::connect(&addr).await {
+            let mut c = match Conn::connect(&addr, "trib-native-producer").await {
                 Ok(c) => c,
                 Err(e) => {
                     last = e.to_string();
@@ -519,7 +518,7 @@ impl Producer {
             inflight.push(Box::pin(async move {
                 let mut conn = match conn {
                     Some(c) => c,
-                    None => match Conn::connect(&addr).await {
+                    None => match Conn::connect(&addr, "trib-native-producer").await {
                         Ok(c) => c,
                         Err(e) => {
                             return Done {

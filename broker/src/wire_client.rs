@@ -1,5 +1,6 @@
-//! One connection of the native producer to a broker: a request, then its response (the
-//! producer keeps one request in flight per broker), with sizes bounded and a deadline.
+//! The client side of the wire: one connection to a Kafka-protocol broker, a request, then its
+//! response, with sizes bounded and a deadline. Used by the native producer (sinks) and the
+//! mirror, which keep one request in flight per connection.
 
 use std::time::Duration;
 
@@ -31,13 +32,14 @@ pub enum CallError {
 
 pub struct Conn {
     pub addr: String,
+    client_id: &'static str,
     stream: TcpStream,
     out: BytesMut,
     correlation: i32,
 }
 
 impl Conn {
-    pub async fn connect(addr: &str) -> Result<Self, CallError> {
+    pub async fn connect(addr: &str, client_id: &'static str) -> Result<Self, CallError> {
         let io = |source| CallError::Io {
             addr: addr.to_string(),
             source,
@@ -51,6 +53,7 @@ impl Conn {
         stream.set_nodelay(true).map_err(io)?;
         Ok(Self {
             addr: addr.to_string(),
+            client_id,
             stream,
             out: BytesMut::with_capacity(1 << 20),
             correlation: 0,
@@ -83,12 +86,12 @@ impl Conn {
         };
         self.correlation = self.correlation.wrapping_add(1);
         self.out.clear();
-        trib_broker::wire::encode_request(
+        crate::wire::encode_request(
             &mut self.out,
             api,
             version,
             self.correlation,
-            "trib-native-producer",
+            self.client_id,
             req,
         )
         .map_err(protocol)?;
