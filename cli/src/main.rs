@@ -11,6 +11,7 @@ mod client;
 mod consume;
 mod group;
 mod lake_cmd;
+mod mirror_cmd;
 mod pipeline_cmd;
 mod produce;
 mod query_cmd;
@@ -65,6 +66,8 @@ enum Command {
     /// Export topics into the lake and compact it.
     #[command(subcommand)]
     Lake(lake_cmd::LakeCommand),
+    /// Copy topics between clusters at the same offsets (`--config mirror.yaml`); status, failover.
+    Mirror(mirror_cmd::MirrorArgs),
     /// Query the lake with SQL: one statement, a file, a prompt, or an HTTP endpoint.
     Sql(sql_cmd::SqlArgs),
     /// Find records by time window, offset range or indexed field (`--where f=v`).
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => pipeline_cmd::run(a).await,
             Command::Pipeline(c) => pipeline_cmd::command(c).await,
             Command::Lake(c) => lake_cmd::run(c).await,
+            Command::Mirror(a) => mirror_cmd::run(a).await,
             Command::Sql(a) => sql_cmd::run(a).await,
             Command::Query(a) => query_cmd::run(a).await,
             Command::Index(c) => query_cmd::index(c).await,

@@ -68,6 +68,8 @@ pub struct TopicMeta {
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
     pub cluster_id: String,
+    /// Node ids of the cluster's brokers.
+    pub brokers: Vec<i32>,
     pub topics: BTreeMap<String, TopicMeta>,
 }
 
@@ -193,6 +195,7 @@ impl Cluster {
         }
         let mut meta = Meta {
             cluster_id: resp.cluster_id.map(|c| c.to_string()).unwrap_or_default(),
+            brokers: resp.brokers.iter().map(|b| b.node_id.0).collect(),
             topics: BTreeMap::new(),
         };
         for t in resp.topics {

@@ -1,0 +1,792 @@
+//! One source cluster copied to the target (offset-preserving mode): the sync step (topics
+//! selected, created at the target as mirror topics, partitions added, configs followed, log
+//! starts moved, group offsets carried) and the copy loop, which fetches raw record batches from
+//! the source and writes them, undecoded, at the same offsets in the same partitions.
+//!
+//! The loop keeps one write in flight while it fetches the next data. Each write says where the
+//! mirror expects the target log to end ([`MirrorMark`]), so a lost write is refused instead of
+//! leaving a hole; the partition then restarts from the target's end. The target's log end is
+//! the mirror's only checkpoint: after a crash the mirror resumes there, and batches the target
+//! already holds are skipped by the broker, so nothing is doubled or missed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{join_all, BoxFuture};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use regex::Regex;
+use tokio::sync::watch;
+use trib_broker::log::batch::BatchHeader;
+use trib_broker::mirror_topic::{MirrorMark, MIRROR_WRITE_TAG};
+use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::{MirrorConfig, Selection, SourceConfig};
+use crate::metrics::{Metrics, PartitionStatus};
+use crate::throttle::Throttle;
+
+const FETCH_VERSION: i16 = 11;
+const PRODUCE_VERSION: i16 = 9;
+const FETCH_MAX_WAIT_MS: i32 = 250;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const POLICY_VIOLATION: i16 = 44;
+
+/// (source topic, partition).
+type Key = (String, i32);
+
+/// One mirrored partition.
+#[derive(Debug, Clone)]
+struct Part {
+    target_topic: String,
+    source_leader: i32,
+    target_leader: Option<i32>,
+    /// Next offset fetched from the source.
+    next: i64,
+    /// Where the target log ends once every write sent so far succeeds.
+    expected_end: i64,
+    /// Where the target log ends, as last acknowledged.
+    acked_end: i64,
+    source_end: i64,
+    source_start: i64,
+    target_start: i64,
+    lag_seconds: f64,
+    /// The target topic was promoted (or is not a mirror topic): no longer copied.
+    promoted: bool,
+    /// The position must be read again from the target before fetching.
+    needs_reset: bool,
+}
+
+/// What a fetch returned for one partition.
+enum Fetched {
+    Data {
+        records: Bytes,
+        high_watermark: i64,
+        log_start: i64,
+    },
+    Error {
+        code: i16,
+        message: String,
+    },
+}
+
+/// What a write did for one partition: the target log end and start, or the error.
+type Written = Vec<(Key, Result<(i64, i64), (i16, String)>)>;
+
+/// A source cluster, its selection, and the partitions being copied.
+pub struct Link {
+    pub name: String,
+    selection: Selection,
+    groups: Vec<Regex>,
+    group_sync: bool,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
+    source_cluster_id: String,
+    target_cluster_id: String,
+    metrics: Arc<Metrics>,
+    throttle: Option<Arc<Throttle>>,
+    sync_interval: Duration,
+    fetch_max_bytes: i32,
+    partition_max_bytes: i32,
+    parts: BTreeMap<Key, Part>,
+    /// Topics reported as not copied (logged once).
+    skipped: HashSet<String>,
+    synced_groups: crate::groups::Synced,
+}
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The mirror keys are the mirror's own, never copied as configs.
+fn copied_configs(c: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    c.map(|c| {
+        c.iter()
+            .filter(|(k, _)| k.as_str() != MIRROR_CLUSTER_KEY && k.as_str() != MIRROR_TOPIC_KEY)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl Link {
+    pub fn new(
+        cfg: &SourceConfig,
+        all: &MirrorConfig,
+        target: Arc<Cluster>,
+        metrics: Arc<Metrics>,
+        throttle: Option<Arc<Throttle>>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            name: cfg.name.clone(),
+            selection: cfg.selection()?,
+            groups: cfg.group_selection()?,
+            group_sync: !cfg.no_group_sync,
+            source: Arc::new(Cluster::new(
+                &cfg.name,
+                crate::config::broker_list(&cfg.brokers),
+            )),
+            target,
+            source_cluster_id: String::new(),
+            target_cluster_id: String::new(),
+            metrics,
+            throttle,
+            sync_interval: Duration::from_millis(all.sync_interval_ms),
+            fetch_max_bytes: all.fetch_max_bytes,
+            partition_max_bytes: all.partition_max_bytes,
+            parts: BTreeMap::new(),
+            skipped: HashSet::new(),
+            synced_groups: HashMap::new(),
+        })
+    }
+
+    /// Copies until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut next_sync = Instant::now();
+        let mut inflight: Option<BoxFuture<'static, Written>> = None;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if Instant::now() >= next_sync {
+                if let Err(e) = self.sync().await {
+                    tracing::warn!(source = %self.name, error = %e, "mirror sync failed; retrying");
+                    self.metrics.error(&self.name);
+                }
+                next_sync = Instant::now() + self.sync_interval;
+            }
+            self.reset_positions().await;
+            let wanted: Vec<(Key, i32, i64)> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| !p.promoted && !p.needs_reset)
+                .map(|(k, p)| (k.clone(), p.source_leader, p.next))
+                .collect();
+            if wanted.is_empty() && inflight.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.sync_interval.min(Duration::from_millis(500))) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let fetch = fetch_all(
+                self.source.clone(),
+                wanted,
+                self.fetch_max_bytes,
+                self.partition_max_bytes,
+            );
+            let pending = inflight.take();
+            let written = async move {
+                match pending {
+                    Some(w) => Some(w.await),
+                    None => None,
+                }
+            };
+            let (fetched, written) = tokio::select! {
+                r = futures::future::join(fetch, written) => r,
+                _ = stop.changed() => break,
+            };
+            let mut failed = HashSet::new();
+            if let Some(w) = written {
+                failed = self.apply_written(w);
+            }
+            let fetch_failed = fetched.iter().all(|(_, f)| matches!(f, Fetched::Error { .. }));
+            let writes = self.apply_fetched(fetched, &failed).await;
+            if !writes.is_empty() {
+                let bytes: usize = writes.iter().map(|(_, r)| r.len()).sum();
+                if let Some(t) = &self.throttle {
+                    t.take(bytes).await;
+                }
+                inflight = Some(Box::pin(write_all(
+                    self.target.clone(),
+                    writes,
+                    self.source_cluster_id.clone(),
+                )));
+            } else if fetch_failed && inflight.is_none() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        if let Some(w) = inflight {
+            let w = w.await;
+            self.apply_written(w);
+        }
+        tracing::info!(source = %self.name, "mirror link stopped");
+    }
+
+    /// Topics, partitions, configs, log starts and group offsets.
+    async fn sync(&mut self) -> Result<(), ClusterError> {
+        let smeta = self.source.metadata(None).await?;
+        self.source_cluster_id = smeta.cluster_id.clone();
+        let selected: Vec<String> = smeta
+            .topics
+            .keys()
+            .filter(|t| self.selection.selects(t))
+            .cloned()
+            .collect();
+        let sconf = if selected.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.source.topic_configs(&selected).await?
+        };
+        let names: Vec<String> = selected
+            .iter()
+            .map(|t| self.selection.target_name(t))
+            .collect();
+        let mut tmeta = self.target.metadata(Some(&names)).await?;
+        self.target_cluster_id = tmeta.cluster_id.clone();
+        let existing: Vec<String> = names
+            .iter()
+            .filter(|n| tmeta.topics.contains_key(*n))
+            .cloned()
+            .collect();
+        let tconf = if existing.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.target.topic_configs(&existing).await?
+        };
+        let mut copied: BTreeMap<String, String> = BTreeMap::new();
+        let mut created = false;
+        for (topic, tname) in selected.iter().zip(&names) {
+            let Some(sm) = smeta.topics.get(topic) else {
+                continue;
+            };
+            let src_cfg = sconf.get(topic);
+            if src_cfg.and_then(|c| c.get(MIRROR_CLUSTER_KEY)) == Some(&self.target_cluster_id) {
+                self.skip(topic, "it is a mirror of the target cluster: copying it back would loop");
+                continue;
+            }
+            let desired = copied_configs(src_cfg);
+            let count = sm.leaders.len() as i32;
+            match tmeta.topics.get(tname) {
+                None => {
+                    let mut c = desired.clone();
+                    c.insert(MIRROR_CLUSTER_KEY.into(), self.source_cluster_id.clone());
+                    c.insert(MIRROR_TOPIC_KEY.into(), topic.clone());
+                    if let Err(e) = self.target.create_topic(tname, count, &c).await {
+                        tracing::warn!(source = %self.name, topic = %tname, error = %e, "cannot create the mirror topic");
+                        self.metrics.error(&self.name);
+                        continue;
+                    }
+                    tracing::info!(source = %self.name, topic = %tname, partitions = count, "mirror topic created");
+                    created = true;
+                }
+                Some(tm) => {
+                    let tc = tconf.get(tname);
+                    let mirror_of = tc.and_then(|c| c.get(MIRROR_CLUSTER_KEY));
+                    if mirror_of != Some(&self.source_cluster_id) {
+                        let why = if mirror_of.is_none() {
+                            "the target topic is not a mirror topic (promoted, or created by something else)"
+                        } else {
+                            "the target topic mirrors another cluster"
+                        };
+                        self.skip(topic, why);
+                        for (k, p) in self.parts.iter_mut() {
+                            if &k.0 == topic {
+                                p.promoted = true;
+                            }
+                        }
+                        continue;
+                    }
+                    if (tm.leaders.len() as i32) < count {
+                        self.target.create_partitions(tname, count).await?;
+                        tracing::info!(source = %self.name, topic = %tname, partitions = count, "partitions added at the target");
+                        created = true;
+                    }
+                    let current = copied_configs(tc);
+                    let set: BTreeMap<String, String> = desired
+                        .iter()
+                        .filter(|(k, v)| current.get(*k) != Some(*v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let delete: Vec<String> = current
+                        .keys()
+                        .filter(|k| !desired.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    if !set.is_empty() || !delete.is_empty() {
+                        match self.target.alter_topic_configs(tname, &set, &delete).await {
+                            Ok(()) => tracing::info!(source = %self.name, topic = %tname, ?set, ?delete, "topic configs synced"),
+                            Err(e) => {
+                                tracing::warn!(source = %self.name, topic = %tname, error = %e, "cannot sync topic configs");
+                                self.metrics.error(&self.name);
+                            }
+                        }
+                    }
+                }
+            }
+            self.skipped.remove(topic);
+            copied.insert(topic.clone(), tname.clone());
+        }
+        if created {
+            tmeta = self.target.metadata(Some(&names)).await?;
+        }
+        // Partitions: new ones start where the target ends; leaders follow Metadata.
+        self.parts.retain(|k, _| copied.contains_key(&k.0));
+        for (topic, tname) in &copied {
+            let Some(sm) = smeta.topics.get(topic) else {
+                continue;
+            };
+            for (&partition, &leader) in &sm.leaders {
+                let target_leader = tmeta
+                    .topics
+                    .get(tname)
+                    .and_then(|t| t.leaders.get(&partition))
+                    .copied();
+                let key = (topic.clone(), partition);
+                match self.parts.get_mut(&key) {
+                    Some(p) => {
+                        p.source_leader = leader;
+                        p.target_leader = target_leader;
+                    }
+                    None => {
+                        self.parts.insert(
+                            key,
+                            Part {
+                                target_topic: tname.clone(),
+                                source_leader: leader,
+                                target_leader,
+                                next: 0,
+                                expected_end: 0,
+                                acked_end: 0,
+                                source_end: 0,
+                                source_start: 0,
+                                target_start: 0,
+                                lag_seconds: 0.0,
+                                promoted: false,
+                                needs_reset: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.sync_log_starts().await;
+        if self.group_sync {
+            let n = crate::groups::sync(
+                &self.source,
+                &self.target,
+                &self.groups,
+                &copied,
+                &mut self.synced_groups,
+            )
+            .await?;
+            if n > 0 {
+                tracing::info!(source = %self.name, groups = n, "consumer group offsets synced");
+            }
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, topic: &str, why: &str) {
+        if self.skipped.insert(topic.to_string()) {
+            tracing::warn!(source = %self.name, topic, reason = why, "topic not mirrored");
+        }
+    }
+
+    /// Moves target log starts up to the source's (records the source deleted are deleted at
+    /// the target too, once copied past).
+    async fn sync_log_starts(&mut self) {
+        for ((_, partition), p) in self.parts.iter_mut() {
+            if p.promoted || p.source_start <= p.target_start || p.source_start > p.acked_end {
+                continue;
+            }
+            match self
+                .target
+                .delete_records(p.target_leader, &p.target_topic, *partition, p.source_start)
+                .await
+            {
+                Ok(()) => p.target_start = p.source_start,
+                Err(e) => {
+                    tracing::warn!(topic = %p.target_topic, partition, error = %e, "cannot move the target log start")
+                }
+            }
+        }
+    }
+
+    /// Reads the target's log end for partitions that (re)start.
+    async fn reset_positions(&mut self) {
+        let keys: Vec<Key> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.needs_reset && !p.promoted)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(p) = self.parts.get(&key) else {
+                continue;
+            };
+            let (topic, leader) = (p.target_topic.clone(), p.target_leader);
+            let end = self.target.list_offsets(leader, &topic, &[key.1], -1).await;
+            let start = self.target.list_offsets(leader, &topic, &[key.1], -2).await;
+            match (end, start) {
+                (Ok(end), Ok(start)) => {
+                    if let (Some(p), Some(&end)) = (self.parts.get_mut(&key), end.get(&key.1)) {
+                        p.next = end;
+                        p.expected_end = end;
+                        p.acked_end = end;
+                        p.target_start = start.get(&key.1).copied().unwrap_or(0);
+                        p.needs_reset = false;
+                        tracing::info!(source = %self.name, topic = %key.0, partition = key.1, offset = end, "copying from the target's log end");
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(source = %self.name, topic = %topic, partition = key.1, error = %e, "cannot read the target's log end");
+                    self.metrics.error(&self.name);
+                }
+            }
+        }
+    }
+
+    /// Takes a write's outcome; returns the partitions that failed (their fetched data is
+    /// dropped and they restart from the target's end).
+    fn apply_written(&mut self, written: Written) -> HashSet<Key> {
+        let mut failed = HashSet::new();
+        for (key, r) in written {
+            let Some(p) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            match r {
+                Ok((end, start)) => {
+                    p.acked_end = end;
+                    p.target_start = start;
+                    if p.acked_end >= p.source_end {
+                        p.lag_seconds = 0.0;
+                    }
+                    self.metrics.position(status(&self.name, &key, p));
+                }
+                Err((code, msg)) if code == POLICY_VIOLATION && msg.contains("not a mirror topic") => {
+                    tracing::info!(source = %self.name, topic = %p.target_topic, partition = key.1, "target topic promoted: no longer copied");
+                    p.promoted = true;
+                    self.metrics.position(status(&self.name, &key, p));
+                    failed.insert(key);
+                }
+                Err((code, msg)) => {
+                    tracing::warn!(source = %self.name, topic = %p.target_topic, partition = key.1, code, error = %msg, "mirror write failed; restarting the partition from the target's end");
+                    self.metrics.error(&self.name);
+                    p.needs_reset = true;
+                    failed.insert(key);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Takes a fetch's data: advances positions and returns the writes to make, per partition.
+    async fn apply_fetched(
+        &mut self,
+        fetched: Vec<(Key, Fetched)>,
+        failed: &HashSet<Key>,
+    ) -> Vec<(WriteTo, Bytes)> {
+        let mut writes = Vec::new();
+        let now = now_ms();
+        for (key, f) in fetched {
+            if failed.contains(&key) {
+                continue;
+            }
+            let Some(p) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            if p.needs_reset || p.promoted {
+                continue;
+            }
+            match f {
+                Fetched::Error { code, message } if code == OFFSET_OUT_OF_RANGE => {
+                    // Below the source's log start (retention took records not yet copied) the
+                    // mirror goes on from the log start, keeping the gap; above its end the
+                    // source lost records the target has, which the mirror cannot mend.
+                    let start = self
+                        .source
+                        .list_offsets(Some(p.source_leader), &key.0, &[key.1], -2)
+                        .await;
+                    match start.ok().and_then(|s| s.get(&key.1).copied()) {
+                        Some(s) if p.next < s => {
+                            tracing::warn!(source = %self.name, topic = %key.0, partition = key.1, from = p.next, to = s,
+                                "records deleted at the source before they were copied: the target keeps the gap");
+                            p.next = s;
+                        }
+                        _ => {
+                            tracing::error!(source = %self.name, topic = %key.0, partition = key.1, offset = p.next, error = %message,
+                                "the source does not have offsets the target has; partition paused");
+                            self.metrics.error(&self.name);
+                            p.needs_reset = true;
+                        }
+                    }
+                }
+                Fetched::Error { code, message } => {
+                    tracing::debug!(source = %self.name, topic = %key.0, partition = key.1, code, error = %message, "fetch failed");
+                    self.metrics.error(&self.name);
+                }
+                Fetched::Data {
+                    records,
+                    high_watermark,
+                    log_start,
+                } => {
+                    p.source_end = high_watermark;
+                    p.source_start = log_start;
+                    let (whole, last_end, counts, first_ts) = whole_batches(&records, p.next);
+                    if whole == 0 {
+                        if p.acked_end >= p.source_end {
+                            p.lag_seconds = 0.0;
+                        }
+                        self.metrics.position(status(&self.name, &key, p));
+                        continue;
+                    }
+                    if let Some(ts) = first_ts {
+                        p.lag_seconds = ((now - ts).max(0) as f64) / 1000.0;
+                    }
+                    self.metrics
+                        .copied(&self.name, whole as u64, counts.0, counts.1);
+                    writes.push((
+                        WriteTo {
+                            key: key.clone(),
+                            topic: p.target_topic.clone(),
+                            leader: p.target_leader,
+                            expected_end: p.expected_end,
+                            end: last_end,
+                        },
+                        records.slice(..whole),
+                    ));
+                    p.next = last_end;
+                    p.expected_end = last_end;
+                }
+            }
+        }
+        writes
+    }
+
+    /// Every partition's position (for status and failover).
+    pub fn statuses(&self) -> Vec<PartitionStatus> {
+        self.parts
+            .iter()
+            .map(|(k, p)| status(&self.name, k, p))
+            .collect()
+    }
+}
+
+fn status(source: &str, key: &Key, p: &Part) -> PartitionStatus {
+    PartitionStatus {
+        source: source.to_string(),
+        source_topic: key.0.clone(),
+        target_topic: p.target_topic.clone(),
+        partition: key.1,
+        source_end: p.source_end,
+        target_end: p.acked_end,
+        lag_records: (p.source_end - p.acked_end).max(0),
+        lag_seconds: p.lag_seconds,
+        promoted: p.promoted,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The length of the whole batches at the start of `records` that end past `from`, the offset
+/// after the last, (records, batches) counted, and the first timestamp of a batch past `from`.
+/// A batch cut short by the fetch size is left for the next fetch.
+pub fn whole_batches(records: &[u8], from: i64) -> (usize, i64, (u64, u64), Option<i64>) {
+    let mut at = 0usize;
+    let mut end = from;
+    let mut counts = (0u64, 0u64);
+    let mut first_ts = None;
+    while let Ok(h) = BatchHeader::parse(&records[at..]) {
+        let len = h.total_len();
+        if len > records.len() - at {
+            break;
+        }
+        at += len;
+        let last = h.last_offset() + 1;
+        if last > end {
+            end = last;
+            counts.0 += u64::try_from(h.record_count).unwrap_or(0);
+            counts.1 += 1;
+            first_ts.get_or_insert(h.base_timestamp);
+        }
+        if at >= records.len() {
+            break;
+        }
+    }
+    (at, end, counts, first_ts)
+}
+
+/// Where one partition's write goes.
+pub struct WriteTo {
+    key: Key,
+    topic: String,
+    leader: Option<i32>,
+    expected_end: i64,
+    /// Where the target log ends after this write.
+    end: i64,
+}
+
+/// Fetches every wanted partition, one request per source leader, all leaders at once.
+async fn fetch_all(
+    source: Arc<Cluster>,
+    wanted: Vec<(Key, i32, i64)>,
+    max_bytes: i32,
+    partition_max_bytes: i32,
+) -> Vec<(Key, Fetched)> {
+    let mut by_leader: BTreeMap<i32, Vec<(Key, i64)>> = BTreeMap::new();
+    for (key, leader, next) in wanted {
+        by_leader.entry(leader).or_default().push((key, next));
+    }
+    let calls = by_leader.into_iter().map(|(leader, parts)| {
+        let source = source.clone();
+        async move {
+            let mut req = FetchRequest::default();
+            req.replica_id = BrokerId(-1);
+            req.max_wait_ms = FETCH_MAX_WAIT_MS;
+            req.min_bytes = 1;
+            req.max_bytes = max_bytes;
+            req.isolation_level = 0;
+            req.session_id = 0;
+            req.session_epoch = -1;
+            let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
+            for ((topic, partition), next) in &parts {
+                let t = topics.entry(topic).or_insert_with(|| {
+                    let mut t = FetchTopic::default();
+                    t.topic = TopicName(sb(topic));
+                    t
+                });
+                let mut fp = FetchPartition::default();
+                fp.partition = *partition;
+                fp.current_leader_epoch = -1;
+                fp.fetch_offset = *next;
+                fp.log_start_offset = -1;
+                fp.partition_max_bytes = partition_max_bytes;
+                t.partitions.push(fp);
+            }
+            req.topics = topics.into_values().collect();
+            let resp: Result<FetchResponse, ClusterError> = source
+                .call(Some(leader), ApiKey::Fetch, FETCH_VERSION, &req)
+                .await;
+            match resp {
+                Ok(r) => {
+                    let mut out = Vec::new();
+                    for t in r.responses {
+                        for p in t.partitions {
+                            let key = (t.topic.to_string(), p.partition_index);
+                            out.push((
+                                key,
+                                if p.error_code == 0 {
+                                    Fetched::Data {
+                                        records: p.records.unwrap_or_default(),
+                                        high_watermark: p.high_watermark,
+                                        log_start: p.log_start_offset,
+                                    }
+                                } else {
+                                    Fetched::Error {
+                                        code: p.error_code,
+                                        message: format!("fetch error {}", p.error_code),
+                                    }
+                                },
+                            ));
+                        }
+                    }
+                    out
+                }
+                Err(e) => parts
+                    .into_iter()
+                    .map(|(key, _)| {
+                        (
+                            key,
+                            Fetched::Error {
+                                code: -1,
+                                message: e.to_string(),
+                            },
+                        )
+                    })
+                    .collect(),
+            }
+        }
+    });
+    join_all(calls).await.into_iter().flatten().collect()
+}
+
+/// Writes each partition's batches at the target, one Produce per target leader, each marked
+/// as a mirror write with the log end it expects.
+async fn write_all(
+    target: Arc<Cluster>,
+    writes: Vec<(WriteTo, Bytes)>,
+    source_cluster: String,
+) -> Written {
+    let mut by_leader: BTreeMap<Option<i32>, Vec<(WriteTo, Bytes)>> = BTreeMap::new();
+    for w in writes {
+        by_leader.entry(w.0.leader).or_default().push(w);
+    }
+    let calls = by_leader.into_iter().map(|(leader, ws)| {
+        let target = target.clone();
+        let source_cluster = source_cluster.clone();
+        async move {
+            let mut req = ProduceRequest::default();
+            req.acks = -1;
+            req.timeout_ms = 30_000;
+            let mut topics: BTreeMap<String, TopicProduceData> = BTreeMap::new();
+            let mut slots: HashMap<(String, i32), (Key, i64)> = HashMap::new();
+            for (to, records) in ws {
+                let t = topics.entry(to.topic.clone()).or_insert_with(|| {
+                    let mut t = TopicProduceData::default();
+                    t.name = TopicName(sb(&to.topic));
+                    t
+                });
+                let mut pd = PartitionProduceData::default();
+                pd.index = to.key.1;
+                pd.records = Some(records);
+                let mark = MirrorMark {
+                    expected_end: to.expected_end,
+                    cluster: source_cluster.clone(),
+                };
+                pd.unknown_tagged_fields.insert(MIRROR_WRITE_TAG, mark.encode());
+                t.partition_data.push(pd);
+                slots.insert((to.topic.clone(), to.key.1), (to.key, to.end));
+            }
+            req.topic_data = topics.into_values().collect();
+            let resp: Result<ProduceResponse, ClusterError> = target
+                .call(leader, ApiKey::Produce, PRODUCE_VERSION, &req)
+                .await;
+            let mut out: Written = Vec::new();
+            match resp {
+                Ok(r) => {
+                    for t in r.responses {
+                        for p in t.partition_responses {
+                            let Some((key, end)) = slots.remove(&(t.name.to_string(), p.index))
+                            else {
+                                continue;
+                            };
+                            out.push((
+                                key,
+                                if p.error_code == 0 {
+                                    Ok((end, p.log_start_offset))
+                                } else {
+                                    Err((
+                                        p.error_code,
+                                        p.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                                    ))
+                                },
+                            ));
+                        }
+                    }
+                    // Partitions the answer left out failed.
+                    for (_, (key, _)) in slots {
+                        out.push((key, Err((-1, "not in the produce response".into()))));
+                    }
+                }
+                Err(e) => {
+                    for (_, (key, _)) in slots {
+                        out.push((key, Err((-1, e.to_string()))));
+                    }
+                }
+            }
+            out
+        }
+    });
+    join_all(calls).await.into_iter().flatten().collect()
+}
