@@ -16,6 +16,9 @@ pub struct MirrorArgs {
     /// The mirror's YAML file.
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
+    /// Address of /metrics, /health and /status (overrides the file's `http`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -44,7 +47,10 @@ pub async fn run(a: MirrorArgs) -> anyhow::Result<()> {
     let path = a
         .config
         .ok_or_else(|| anyhow::anyhow!("give the mirror's file: trib mirror --config mirror.yaml"))?;
-    let cfg = MirrorConfig::load(&path)?;
+    let mut cfg = MirrorConfig::load(&path)?;
+    if a.http.is_some() {
+        cfg.http = a.http;
+    }
     match a.command {
         None => {
             let (tx, rx) = tokio::sync::watch::channel(false);

@@ -218,6 +218,7 @@ impl Cluster {
         let mut res = DescribeConfigsResource::default();
         res.resource_type = BROKER_RESOURCE;
         res.resource_name = sb(&node.to_string());
+        res.configuration_keys = Some(vec![sb(key)]);
         let mut req = DescribeConfigsRequest::default();
         req.resources.push(res);
         let resp: DescribeConfigsResponse =
@@ -240,6 +241,7 @@ impl Cluster {
             let mut res = DescribeConfigsResource::default();
             res.resource_type = TOPIC_RESOURCE;
             res.resource_name = sb(t);
+            res.configuration_keys = None;
             req.resources.push(res);
         }
         let resp: DescribeConfigsResponse =

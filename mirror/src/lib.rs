@@ -48,7 +48,9 @@ pub fn target_cluster(cfg: &MirrorConfig) -> Arc<Cluster> {
 pub async fn resolve_mode(cfg: &MirrorConfig, target: &Cluster) -> Result<Mode, MirrorError> {
     let meta = target.metadata(Some(&[])).await?;
     let node = meta.brokers.first().copied().unwrap_or(0);
-    let accepts = target.broker_config(node, MIRROR_WRITES_KEY).await?.as_deref() == Some("true");
+    let value = target.broker_config(node, MIRROR_WRITES_KEY).await?;
+    tracing::debug!(node, ?value, "target broker config {MIRROR_WRITES_KEY}");
+    let accepts = value.as_deref() == Some("true");
     match (cfg.mode, accepts) {
         (Mode::Auto | Mode::Preserve, true) => Ok(Mode::Preserve),
         (Mode::Preserve, false) => Err(MirrorError::Mode(format!(

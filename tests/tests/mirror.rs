@@ -1,0 +1,404 @@
+//! The mirror between two real brokers on loopback (two "regions"): offsets, batches and gaps
+//! kept through kill -9 of the mirror and of the source broker; a consumer group that moves
+//! regions after failover; an active-active pair without loops; a target that refuses mirror
+//! writes.
+
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::DefaultProducerContext;
+use trib_broker::log::batch::BatchHeader;
+use trib_e2e::wire::call;
+use trib_e2e::{poll_until, TestBroker, TestRun};
+
+fn mirror_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write mirror file");
+    p
+}
+
+fn start_mirror(file: &PathBuf) -> TestRun {
+    TestRun::command(&["mirror".as_ref(), "--config".as_ref(), file.as_os_str()], &[])
+}
+
+/// ListOffsets (-1 latest, -2 earliest) of one partition.
+fn offset(b: &TestBroker, topic: &str, partition: i32, ts: i64) -> i64 {
+    let Ok(mut s) = TcpStream::connect(b.addr) else {
+        return -1;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = ts;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    t.partitions.push(p);
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics.push(t);
+    let r: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, 4, &req);
+    r.topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .filter(|p| p.error_code == 0)
+        .map_or(-1, |p| p.offset)
+}
+
+/// Every stored batch of a partition, as (base offset, bytes), read with raw Fetches.
+fn raw_log(b: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
+    let mut s = TcpStream::connect(b.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let end = offset(b, topic, partition, -1);
+    let mut next = offset(b, topic, partition, -2);
+    let mut out = Vec::new();
+    while next < end {
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = next;
+        fp.partition_max_bytes = 1 << 20;
+        fp.log_start_offset = -1;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_string(topic.into()));
+        t.partitions.push(fp);
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_bytes = 4 << 20;
+        req.session_epoch = -1;
+        req.topics.push(t);
+        let r: FetchResponse = call(&mut s, ApiKey::Fetch, 11, &req);
+        let records = r.responses[0].partitions[0].records.clone().unwrap_or_default();
+        let mut at = 0;
+        let before = next;
+        while at < records.len() {
+            let Ok(h) = BatchHeader::parse(&records[at..]) else { break };
+            if at + h.total_len() > records.len() {
+                break;
+            }
+            out.push((h.base_offset, records[at..at + h.total_len()].to_vec()));
+            next = h.last_offset() + 1;
+            at += h.total_len();
+        }
+        assert!(next > before, "fetch at {before} of {topic}/{partition} made no progress");
+    }
+    out
+}
+
+fn producer(b: &TestBroker) -> ThreadedProducer<DefaultProducerContext> {
+    b.client_config()
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .set("retry.backoff.ms", "50")
+        .create()
+        .expect("producer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
+    let mut a = TestBroker::start(&[]);
+    let b = TestBroker::start(&[]);
+    a.create_topic("orders", 3, &[("retention.ms", "86400000")]).await;
+    // A gap at the start of partition 0: the source deleted records before the mirror started.
+    {
+        let p = producer(&a);
+        for i in 0..50 {
+            p.send(BaseRecord::to("orders").partition(0).key("early").payload(&format!("e{i}")))
+                .expect("send");
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            a.client_config().create().expect("admin");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("orders", 0, rdkafka::Offset::Offset(20))
+            .expect("tpl");
+        admin
+            .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+            .await
+            .expect("delete records");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = mirror_file(
+        &dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: east\n    brokers: {}\n    topics: [orders]\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
+    let mut mirror = start_mirror(&file);
+
+    // A busy producer (keys, headers, lz4 batches) that keeps going through the kills.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let bootstrap = a.bootstrap();
+    let (stop2, acked2) = (stop.clone(), acked.clone());
+    let feeder = std::thread::spawn(move || {
+        let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000")
+            .set("log_level", "0")
+            .create()
+            .expect("producer");
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let key = format!("k{}", i % 97);
+            let payload = format!("order-{i}");
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "n",
+                value: Some(&i.to_string()),
+            });
+            match p.send(BaseRecord::to("orders").key(&key).payload(&payload).headers(headers)) {
+                Ok(()) => i += 1,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+            if i % 200 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        p.flush(Duration::from_secs(120)).expect("final flush");
+        acked2.store(i, Ordering::Relaxed);
+    });
+
+    // Kill -9 the mirror and the source broker at random points.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300 + rand(900)));
+        if round % 2 == 0 {
+            mirror.kill9();
+            std::thread::sleep(Duration::from_millis(rand(300)));
+            mirror = start_mirror(&file);
+        } else {
+            a.kill9();
+            std::thread::sleep(Duration::from_millis(rand(300)));
+            a.restart();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().expect("feeder");
+    assert!(acked.load(Ordering::Relaxed) > 1000, "the producer made progress");
+
+    // The target catches up; then both logs are the same, batch for batch.
+    for p in 0..3 {
+        let end = offset(&a, "orders", p, -1);
+        poll_until(
+            Duration::from_secs(60),
+            || offset(&b, "orders", p, -1),
+            |e| *e == end,
+            |e| format!("partition {p}: target at {e}, source at {end}\n{}", mirror.log_text()),
+        );
+        let (src, dst) = (raw_log(&a, "orders", p), raw_log(&b, "orders", p));
+        assert_eq!(src.len(), dst.len(), "partition {p}: batch count");
+        for ((so, sb), (to, tb)) in src.iter().zip(&dst) {
+            assert_eq!(so, to, "partition {p}: batch offsets");
+            assert_eq!(sb, tb, "partition {p}: batch at {so} differs");
+        }
+        assert_eq!(
+            offset(&a, "orders", p, -2),
+            offset(&b, "orders", p, -2),
+            "partition {p}: log start"
+        );
+    }
+    assert_eq!(offset(&b, "orders", 0, -2), 20, "the gap at the start is kept");
+    mirror.stop();
+}
+
+/// Reads `n` records of `topic` in group `group`, committing as it goes; returns the payloads.
+fn consume_group(b: &TestBroker, topic: &str, group: &str, n: usize) -> Vec<String> {
+    let c: BaseConsumer = b
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} records", got.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            c.commit_message(&m, CommitMode::Sync).expect("commit");
+        }
+    }
+    c.unsubscribe();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_moves_regions_after_failover_without_rereading_or_skipping() {
+    let a = TestBroker::start(&[]);
+    let b = TestBroker::start(&[]);
+    a.create_topic("events", 2, &[]).await;
+    let p = producer(&a);
+    for i in 0..1000 {
+        p.send(BaseRecord::to("events").key(&format!("k{i}")).payload(&format!("v{i}")))
+            .expect("send");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = mirror_file(
+        &dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: west\n    brokers: {}\n    topics_regex: 'ev.*'\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
+    let mut mirror = start_mirror(&file);
+    // The mirror topic is read-only at the target until promoted.
+    poll_until(
+        Duration::from_secs(30),
+        || offset(&b, "events", 0, -1) + offset(&b, "events", 1, -1),
+        |n| *n == 1000,
+        |n| format!("target has {n} of 1000\n{}", mirror.log_text()),
+    );
+    let refused: rdkafka::producer::FutureProducer = b.client_config().create().expect("producer");
+    let e = refused
+        .send(
+            rdkafka::producer::FutureRecord::to("events").key("x").payload("refused"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect_err("a mirror topic is read-only");
+    assert!(format!("{e:?}").contains("PolicyViolation"), "{e:?}");
+    // Region A: the group reads 400 records, committing each.
+    let first = consume_group(&a, "events", "billing", 400);
+    // Failover to region B: caught up, groups carried, topics promoted.
+    let report_path = dir.path().join("failover.json");
+    let out = std::process::Command::new(trib_e2e::trib_bin())
+        .args(["mirror", "failover", "--config"])
+        .arg(&file)
+        .args(["--wait", "20s", "--report"])
+        .arg(&report_path)
+        .output()
+        .expect("trib mirror failover");
+    assert!(out.status.success(), "failover: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    assert_eq!(report["promoted"], serde_json::json!(["events"]));
+    let positions = report["groups"]["billing"].as_object().expect("billing positions");
+    let total: i64 = positions.values().filter_map(|v| v.as_i64()).sum();
+    assert_eq!(total, 400, "the group stands where it stopped: {positions:?}");
+    // The mirror stops copying the promoted topic; producers may now write it.
+    mirror.wait_log("not a mirror topic", Duration::from_secs(10));
+    let p = producer(&b);
+    for i in 1000..1010 {
+        p.send(BaseRecord::to("events").key(&format!("k{i}")).payload(&format!("v{i}")))
+            .expect("send");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush at the target after promotion");
+    // Region B: the group goes on with the 610 records it has not read.
+    let rest = consume_group(&b, "events", "billing", 610);
+    let all: BTreeSet<&String> = first.iter().chain(&rest).collect();
+    assert_eq!(all.len(), 1010, "no record read twice or skipped");
+    let expected: BTreeSet<String> = (0..1010).map(|i| format!("v{i}")).collect();
+    assert_eq!(all.into_iter().cloned().collect::<BTreeSet<_>>(), expected);
+    mirror.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_active_pair_does_not_loop() {
+    let a = TestBroker::start(&[]);
+    let b = TestBroker::start(&[]);
+    a.create_topic("orders", 1, &[]).await;
+    b.create_topic("orders", 1, &[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = |from: &TestBroker, to: &TestBroker, name: &str| {
+        format!(
+            "sources:\n  - name: {name}\n    brokers: {}\n    topics_regex: '.*'\n    prefix: {name}.\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
+            from.bootstrap(),
+            to.bootstrap()
+        )
+    };
+    let a_to_b = mirror_file(&dir, "a-to-b.yaml", &conf(&a, &b, "a"));
+    let b_to_a = mirror_file(&dir, "b-to-a.yaml", &conf(&b, &a, "b"));
+    let mut m1 = start_mirror(&a_to_b);
+    let mut m2 = start_mirror(&b_to_a);
+    for (broker, n) in [(&a, 100), (&b, 70)] {
+        let p = producer(broker);
+        for i in 0..n {
+            p.send(BaseRecord::to("orders").key("k").payload(&format!("{i}")))
+                .expect("send");
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    }
+    poll_until(
+        Duration::from_secs(30),
+        || (offset(&b, "a.orders", 0, -1), offset(&a, "b.orders", 0, -1)),
+        |v| *v == (100, 70),
+        |v| format!("copies so far {v:?}\n{}\n{}", m1.log_text(), m2.log_text()),
+    );
+    // Several sync rounds later, no copy of a copy exists on either side.
+    m1.wait_log("copying it back would loop", Duration::from_secs(10));
+    m2.wait_log("copying it back would loop", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    for (broker, name) in [(&a, "a.b.orders"), (&b, "b.a.orders"), (&a, "b.a.orders"), (&b, "a.b.orders")] {
+        assert_eq!(offset(broker, name, 0, -1), -1, "{name} must not exist");
+    }
+    assert_eq!(offset(&a, "orders", 0, -1), 100);
+    assert_eq!(offset(&b, "orders", 0, -1), 70);
+    m1.stop();
+    m2.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_without_mirror_writes_is_refused_with_a_clear_error() {
+    let a = TestBroker::start(&[]);
+    let b = TestBroker::start(&["--no-mirror-writes"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = mirror_file(
+        &dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: east\n    brokers: {}\n    topics: [t]\ntarget:\n  brokers: {}\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
+    let mut m = start_mirror(&file);
+    assert!(!m.wait_exit(Duration::from_secs(30)), "the mirror must fail");
+    let log = m.log_text();
+    assert!(log.contains("does not accept offset-preserving mirror writes"), "{log}");
+    assert!(log.contains("translating mode is not built yet"), "{log}");
+    // And the broker refuses mirror topics outright.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        b.client_config().create().expect("admin");
+    let t = rdkafka::admin::NewTopic::new("m", 1, rdkafka::admin::TopicReplication::Fixed(1))
+        .set("mirror.source.cluster", "abc");
+    let r = admin
+        .create_topics([&t], &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("create topics");
+    let e = r[0].as_ref().expect_err("refused");
+    assert!(format!("{e:?}").contains("InvalidConfig"), "{e:?}");
+}
