@@ -291,6 +291,36 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
         .await
         .expect_err("a mirror topic is read-only");
     assert!(format!("{e:?}").contains("PolicyViolation"), "{e:?}");
+    // Partitions added and configs changed at the source follow at the target.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        a.client_config().create().expect("admin");
+    let opts = rdkafka::admin::AdminOptions::new();
+    admin
+        .create_partitions([&rdkafka::admin::NewPartitions::new("events", 3)], &opts)
+        .await
+        .expect("add a partition");
+    let mut cfg = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("events"));
+    cfg = cfg.set("retention.ms", "7200000");
+    admin.alter_configs([&cfg], &opts).await.expect("alter configs");
+    let target_admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        b.client_config().create().expect("admin");
+    poll_until(
+        Duration::from_secs(20),
+        || {
+            let parts = offset(&b, "events", 2, -1);
+            let retention = futures::executor::block_on(target_admin.describe_configs(
+                [&rdkafka::admin::ResourceSpecifier::Topic("events")],
+                &opts,
+            ))
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| r.ok())
+            .and_then(|r| r.get("retention.ms").and_then(|e| e.value.clone()));
+            (parts, retention)
+        },
+        |(parts, retention)| *parts == 0 && retention.as_deref() == Some("7200000"),
+        |v| format!("target partition 2 / retention: {v:?}\n{}", mirror.log_text()),
+    );
     // Region A: the group reads 400 records, committing each.
     let first = consume_group(&a, "events", "billing", 400);
     // Failover to region B: caught up, groups carried, topics promoted.
