@@ -251,6 +251,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mirror.yaml");
+        let c = MirrorConfig::load(&path).unwrap();
+        let s = c.sources[0].selection().unwrap();
+        assert!(s.selects("orders") && s.selects("logs.web") && !s.selects("logs.debug"));
+        assert_eq!(c.http, Some("127.0.0.1:9645".parse().unwrap()));
+    }
+
+    #[test]
     fn bad_files_name_the_problem() {
         let e = MirrorConfig::parse("sources: []\ntarget: {brokers: b:1}\n").unwrap_err();
         assert!(e.contains("at least one source"), "{e}");
