@@ -90,7 +90,7 @@ fn default_sync_interval_ms() -> u64 {
     5_000
 }
 fn default_fetch_max_bytes() -> i32 {
-    64 << 20
+    32 << 20
 }
 fn default_partition_max_bytes() -> i32 {
     8 << 20
@@ -228,6 +228,10 @@ impl MirrorConfig {
         }
         if self.partition_max_bytes < 1024 || self.fetch_max_bytes < self.partition_max_bytes {
             return Err("fetch_max_bytes/partition_max_bytes: partition_max_bytes must be at least 1024 and at most fetch_max_bytes".into());
+        }
+        // The answer may exceed fetch_max_bytes by one batch; the client takes up to 64 MiB.
+        if self.fetch_max_bytes > 48 << 20 {
+            return Err("fetch_max_bytes: at most 50331648 (48 MiB)".into());
         }
         Ok(())
     }
