@@ -359,16 +359,20 @@ impl TopicConfig {
             }
             "unclean.leader.election.enable" => {}
             MIRROR_CLUSTER_KEY => {
-                self.mirror.get_or_insert_with(|| MirrorSource {
-                    cluster: String::new(),
-                    topic: String::new(),
-                }).cluster = value.trim().to_string()
+                self.mirror
+                    .get_or_insert_with(|| MirrorSource {
+                        cluster: String::new(),
+                        topic: String::new(),
+                    })
+                    .cluster = value.trim().to_string()
             }
             MIRROR_TOPIC_KEY => {
-                self.mirror.get_or_insert_with(|| MirrorSource {
-                    cluster: String::new(),
-                    topic: String::new(),
-                }).topic = value.trim().to_string()
+                self.mirror
+                    .get_or_insert_with(|| MirrorSource {
+                        cluster: String::new(),
+                        topic: String::new(),
+                    })
+                    .topic = value.trim().to_string()
             }
             _ => return Err(TopicConfigError::Unknown(key.to_string())),
         }
@@ -412,8 +416,14 @@ impl TopicConfig {
             "index.fields" => self.index_fields.to_string(),
             "min.insync.replicas" => "1".into(),
             "unclean.leader.election.enable" => "false".into(),
-            MIRROR_CLUSTER_KEY => self.mirror.as_ref().map_or(String::new(), |m| m.cluster.clone()),
-            MIRROR_TOPIC_KEY => self.mirror.as_ref().map_or(String::new(), |m| m.topic.clone()),
+            MIRROR_CLUSTER_KEY => self
+                .mirror
+                .as_ref()
+                .map_or(String::new(), |m| m.cluster.clone()),
+            MIRROR_TOPIC_KEY => self
+                .mirror
+                .as_ref()
+                .map_or(String::new(), |m| m.topic.clone()),
             _ => String::new(),
         }
     }

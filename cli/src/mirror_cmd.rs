@@ -44,9 +44,9 @@ enum MirrorCommand {
 }
 
 pub async fn run(a: MirrorArgs) -> anyhow::Result<()> {
-    let path = a
-        .config
-        .ok_or_else(|| anyhow::anyhow!("give the mirror's file: trib mirror --config mirror.yaml"))?;
+    let path = a.config.ok_or_else(|| {
+        anyhow::anyhow!("give the mirror's file: trib mirror --config mirror.yaml")
+    })?;
     let mut cfg = MirrorConfig::load(&path)?;
     if a.http.is_some() {
         cfg.http = a.http;
@@ -71,7 +71,13 @@ pub async fn run(a: MirrorArgs) -> anyhow::Result<()> {
             }
             println!(
                 "{:<12} {:<24} {:>5} {:>14} {:>14} {:>12} {:>10}  state",
-                "source", "target topic", "part", "source end", "target end", "lag records", "lag s"
+                "source",
+                "target topic",
+                "part",
+                "source end",
+                "target end",
+                "lag records",
+                "lag s"
             );
             for s in st {
                 println!(

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -32,10 +34,7 @@ const POOL: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("{cluster}: {source}")]
-    Call {
-        cluster: String,
-        source: CallError,
-    },
+    Call { cluster: String, source: CallError },
     #[error("{cluster}: {what}: error {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Kafka {
         cluster: String,
@@ -214,7 +213,11 @@ impl Cluster {
     }
 
     /// A broker config value (DescribeConfigs on broker resource `node`).
-    pub async fn broker_config(&self, node: i32, key: &str) -> Result<Option<String>, ClusterError> {
+    pub async fn broker_config(
+        &self,
+        node: i32,
+        key: &str,
+    ) -> Result<Option<String>, ClusterError> {
         let mut res = DescribeConfigsResource::default();
         res.resource_type = BROKER_RESOURCE;
         res.resource_name = sb(&node.to_string());
@@ -255,7 +258,11 @@ impl Cluster {
                 .configs
                 .iter()
                 .filter(|c| c.config_source == DYNAMIC_TOPIC_CONFIG)
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             out.insert(r.resource_name.to_string(), set);
         }
@@ -342,8 +349,9 @@ impl Cluster {
         }
         let mut req = IncrementalAlterConfigsRequest::default();
         req.resources.push(res);
-        let resp: IncrementalAlterConfigsResponse =
-            self.call(None, ApiKey::IncrementalAlterConfigs, 1, &req).await?;
+        let resp: IncrementalAlterConfigsResponse = self
+            .call(None, ApiKey::IncrementalAlterConfigs, 1, &req)
+            .await?;
         for r in resp.responses {
             if r.error_code != 0 {
                 return Err(self.kafka(
@@ -466,8 +474,9 @@ impl Cluster {
         let node = self.coordinator(group).await?;
         let mut req = DescribeGroupsRequest::default();
         req.groups.push(GroupId(sb(group)));
-        let resp: DescribeGroupsResponse =
-            self.call(Some(node), ApiKey::DescribeGroups, 5, &req).await?;
+        let resp: DescribeGroupsResponse = self
+            .call(Some(node), ApiKey::DescribeGroups, 5, &req)
+            .await?;
         Ok(resp.groups.iter().any(|g| !g.members.is_empty()))
     }
 
@@ -526,7 +535,10 @@ impl Cluster {
             for p in t.partitions {
                 if p.error_code != 0 {
                     return Err(self.kafka(
-                        format!("committing group {group} at {}/{}", t.name.0, p.partition_index),
+                        format!(
+                            "committing group {group} at {}/{}",
+                            t.name.0, p.partition_index
+                        ),
                         p.error_code,
                         None,
                     ));

@@ -119,7 +119,8 @@ impl Selection {
         if name.starts_with("__") || self.exclude.iter().any(|r| r.is_match(name)) {
             return false;
         }
-        self.names.iter().any(|n| n == name) || self.regex.as_ref().is_some_and(|r| r.is_match(name))
+        self.names.iter().any(|n| n == name)
+            || self.regex.as_ref().is_some_and(|r| r.is_match(name))
     }
 
     /// The target topic for the source topic `name`.
@@ -137,7 +138,9 @@ impl SourceConfig {
     /// The compiled topic selection.
     pub fn selection(&self) -> Result<Selection, String> {
         let regex = match &self.topics_regex {
-            Some(r) => Some(whole(r).map_err(|e| format!("sources[{}].topics_regex: {e}", self.name))?),
+            Some(r) => {
+                Some(whole(r).map_err(|e| format!("sources[{}].topics_regex: {e}", self.name))?)
+            }
             None => None,
         };
         let exclude = self
@@ -224,7 +227,9 @@ impl MirrorConfig {
             return Err("sync_interval_ms: must be at least 100".into());
         }
         if self.throttle_bytes_per_sec == Some(0) {
-            return Err("throttle_bytes_per_sec: must be at least 1 (leave it out for no limit)".into());
+            return Err(
+                "throttle_bytes_per_sec: must be at least 1 (leave it out for no limit)".into(),
+            );
         }
         if self.partition_max_bytes < 1024 || self.fetch_max_bytes < self.partition_max_bytes {
             return Err("fetch_max_bytes/partition_max_bytes: partition_max_bytes must be at least 1024 and at most fetch_max_bytes".into());
@@ -250,7 +255,9 @@ mod tests {
         assert_eq!(c.mode, Mode::Auto);
         let s = c.sources[0].selection().unwrap();
         assert!(s.selects("orders") && s.selects("logs.app"));
-        assert!(!s.selects("logs.debug") && !s.selects("orders2") && !s.selects("__consumer_offsets"));
+        assert!(
+            !s.selects("logs.debug") && !s.selects("orders2") && !s.selects("__consumer_offsets")
+        );
         assert_eq!(s.target_name("orders"), "east.orders");
     }
 
@@ -267,7 +274,10 @@ mod tests {
     fn bad_files_name_the_problem() {
         let e = MirrorConfig::parse("sources: []\ntarget: {brokers: b:1}\n").unwrap_err();
         assert!(e.contains("at least one source"), "{e}");
-        let e = MirrorConfig::parse("sources:\n  - name: a\n    brokers: x:1\ntarget: {brokers: b:1}\n").unwrap_err();
+        let e = MirrorConfig::parse(
+            "sources:\n  - name: a\n    brokers: x:1\ntarget: {brokers: b:1}\n",
+        )
+        .unwrap_err();
         assert!(e.contains("sources[a]") && e.contains("topics"), "{e}");
         let e = MirrorConfig::parse("sources:\n  - name: a\n    brokers: x:1\n    topics: [t]\n    colour: red\ntarget: {brokers: b:1}\n").unwrap_err();
         assert!(e.contains("line 5") && e.contains("colour"), "{e}");

@@ -37,6 +37,8 @@ const PRODUCE_VERSION: i16 = 9;
 const FETCH_MAX_WAIT_MS: i32 = 250;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const POLICY_VIOLATION: i16 = 44;
+/// How long a partition waits after an error that an immediate retry would repeat.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// (source topic, partition).
 type Key = (String, i32);
@@ -61,6 +63,8 @@ struct Part {
     promoted: bool,
     /// The position must be read again from the target before fetching.
     needs_reset: bool,
+    /// Not fetched before this (after an error that retrying at once would only repeat).
+    retry_at: Option<Instant>,
 }
 
 /// What a fetch returned for one partition.
@@ -196,7 +200,9 @@ impl Link {
             if let Some(w) = written {
                 failed = self.apply_written(w);
             }
-            let fetch_failed = fetched.iter().all(|(_, f)| matches!(f, Fetched::Error { .. }));
+            let fetch_failed = fetched
+                .iter()
+                .all(|(_, f)| matches!(f, Fetched::Error { .. }));
             let writes = self.apply_fetched(fetched, &failed).await;
             if !writes.is_empty() {
                 let bytes: usize = writes.iter().map(|(_, r)| r.len()).sum();
@@ -258,7 +264,10 @@ impl Link {
             };
             let src_cfg = sconf.get(topic);
             if src_cfg.and_then(|c| c.get(MIRROR_CLUSTER_KEY)) == Some(&self.target_cluster_id) {
-                self.skip(topic, "it is a mirror of the target cluster: copying it back would loop");
+                self.skip(
+                    topic,
+                    "it is a mirror of the target cluster: copying it back would loop",
+                );
                 continue;
             }
             let desired = copied_configs(src_cfg);
@@ -311,7 +320,9 @@ impl Link {
                         .collect();
                     if !set.is_empty() || !delete.is_empty() {
                         match self.target.alter_topic_configs(tname, &set, &delete).await {
-                            Ok(()) => tracing::info!(source = %self.name, topic = %tname, ?set, ?delete, "topic configs synced"),
+                            Ok(()) => {
+                                tracing::info!(source = %self.name, topic = %tname, ?set, ?delete, "topic configs synced")
+                            }
                             Err(e) => {
                                 tracing::warn!(source = %self.name, topic = %tname, error = %e, "cannot sync topic configs");
                                 self.metrics.error(&self.name);
@@ -360,6 +371,7 @@ impl Link {
                                 lag_seconds: 0.0,
                                 promoted: false,
                                 needs_reset: true,
+                                retry_at: None,
                             },
                         );
                     }
@@ -411,10 +423,11 @@ impl Link {
 
     /// Reads the target's log end for partitions that (re)start.
     async fn reset_positions(&mut self) {
+        let now = Instant::now();
         let keys: Vec<Key> = self
             .parts
             .iter()
-            .filter(|(_, p)| p.needs_reset && !p.promoted)
+            .filter(|(_, p)| p.needs_reset && !p.promoted && p.retry_at.is_none_or(|t| t <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -438,6 +451,9 @@ impl Link {
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(source = %self.name, topic = %topic, partition = key.1, error = %e, "cannot read the target's log end");
                     self.metrics.error(&self.name);
+                    if let Some(p) = self.parts.get_mut(&key) {
+                        p.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    }
                 }
             }
         }
@@ -460,7 +476,9 @@ impl Link {
                     }
                     self.metrics.position(status(&self.name, &key, p));
                 }
-                Err((code, msg)) if code == POLICY_VIOLATION && msg.contains("not a mirror topic") => {
+                Err((code, msg))
+                    if code == POLICY_VIOLATION && msg.contains("not a mirror topic") =>
+                {
                     tracing::info!(source = %self.name, topic = %p.target_topic, partition = key.1, "target topic promoted: no longer copied");
                     p.promoted = true;
                     self.metrics.position(status(&self.name, &key, p));
@@ -515,6 +533,7 @@ impl Link {
                                 "the source does not have offsets the target has; partition paused");
                             self.metrics.error(&self.name);
                             p.needs_reset = true;
+                            p.retry_at = Some(Instant::now() + RETRY_AFTER);
                         }
                     }
                 }
@@ -744,7 +763,8 @@ async fn write_all(
                     expected_end: to.expected_end,
                     cluster: source_cluster.clone(),
                 };
-                pd.unknown_tagged_fields.insert(MIRROR_WRITE_TAG, mark.encode());
+                pd.unknown_tagged_fields
+                    .insert(MIRROR_WRITE_TAG, mark.encode());
                 t.partition_data.push(pd);
                 slots.insert((to.topic.clone(), to.key.1), (to.key, to.end));
             }

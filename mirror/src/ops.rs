@@ -89,7 +89,13 @@ async fn timestamp_at(source: &Cluster, topic: &str, partition: i32, offset: i64
     req.session_epoch = -1;
     req.topics.push(t);
     let resp: FetchResponse = source.call(None, ApiKey::Fetch, 11, &req).await.ok()?;
-    let records = resp.responses.first()?.partitions.first()?.records.clone()?;
+    let records = resp
+        .responses
+        .first()?
+        .partitions
+        .first()?
+        .records
+        .clone()?;
     BatchHeader::parse(&records).ok().map(|h| h.base_timestamp)
 }
 
@@ -115,7 +121,11 @@ pub async fn status(cfg: &MirrorConfig) -> Result<Vec<PartitionStatus>, MirrorEr
             for &p in &m.partitions {
                 let target_end = tend.get(&p).copied().unwrap_or(-1);
                 let source_end = send.as_ref().and_then(|e| e.get(&p).copied()).unwrap_or(-1);
-                let lag_records = if source_end < 0 { 0 } else { (source_end - target_end).max(0) };
+                let lag_records = if source_end < 0 {
+                    0
+                } else {
+                    (source_end - target_end).max(0)
+                };
                 let lag_seconds = if lag_records > 0 {
                     timestamp_at(&source, &m.source_topic, p, target_end)
                         .await
@@ -166,9 +176,9 @@ pub async fn failover(
     let deadline = Instant::now() + wait;
     let mut last = status(cfg).await?;
     loop {
-        let behind = last
-            .iter()
-            .any(|s| wanted(&s.target_topic) && !s.promoted && s.source_end >= 0 && s.lag_records > 0);
+        let behind = last.iter().any(|s| {
+            wanted(&s.target_topic) && !s.promoted && s.source_end >= 0 && s.lag_records > 0
+        });
         if !behind || Instant::now() >= deadline {
             break;
         }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use trib_broker::log::batch::BatchHeader;
 use trib_e2e::wire::call;
 use trib_e2e::{poll_until, TestBroker, TestRun};
@@ -31,8 +31,11 @@ fn mirror_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn start_mirror(file: &PathBuf) -> TestRun {
-    TestRun::command(&["mirror".as_ref(), "--config".as_ref(), file.as_os_str()], &[])
+fn start_mirror(file: &Path) -> TestRun {
+    TestRun::command(
+        &["mirror".as_ref(), "--config".as_ref(), file.as_os_str()],
+        &[],
+    )
 }
 
 /// ListOffsets (-1 latest, -2 earliest) of one partition.
@@ -61,7 +64,8 @@ fn offset(b: &TestBroker, topic: &str, partition: i32, ts: i64) -> i64 {
 /// Every stored batch of a partition, as (base offset, bytes), read with raw Fetches.
 fn raw_log(b: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
     let mut s = TcpStream::connect(b.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let end = offset(b, topic, partition, -1);
     let mut next = offset(b, topic, partition, -2);
     let mut out = Vec::new();
@@ -80,11 +84,16 @@ fn raw_log(b: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
         req.session_epoch = -1;
         req.topics.push(t);
         let r: FetchResponse = call(&mut s, ApiKey::Fetch, 11, &req);
-        let records = r.responses[0].partitions[0].records.clone().unwrap_or_default();
+        let records = r.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
         let mut at = 0;
         let before = next;
         while at < records.len() {
-            let Ok(h) = BatchHeader::parse(&records[at..]) else { break };
+            let Ok(h) = BatchHeader::parse(&records[at..]) else {
+                break;
+            };
             if at + h.total_len() > records.len() {
                 break;
             }
@@ -92,7 +101,10 @@ fn raw_log(b: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
             next = h.last_offset() + 1;
             at += h.total_len();
         }
-        assert!(next > before, "fetch at {before} of {topic}/{partition} made no progress");
+        assert!(
+            next > before,
+            "fetch at {before} of {topic}/{partition} made no progress"
+        );
     }
     out
 }
@@ -112,13 +124,19 @@ fn producer(b: &TestBroker) -> ThreadedProducer<DefaultProducerContext> {
 async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
     let mut a = TestBroker::start(&[]);
     let b = TestBroker::start(&[]);
-    a.create_topic("orders", 3, &[("retention.ms", "86400000")]).await;
+    a.create_topic("orders", 3, &[("retention.ms", "86400000")])
+        .await;
     // A gap at the start of partition 0: the source deleted records before the mirror started.
     {
         let p = producer(&a);
         for i in 0..50 {
-            p.send(BaseRecord::to("orders").partition(0).key("early").payload(&format!("e{i}")))
-                .expect("send");
+            p.send(
+                BaseRecord::to("orders")
+                    .partition(0)
+                    .key("early")
+                    .payload(&format!("e{i}")),
+            )
+            .expect("send");
         }
         p.flush(Duration::from_secs(30)).expect("flush");
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -166,11 +184,16 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
                 key: "n",
                 value: Some(&i.to_string()),
             });
-            match p.send(BaseRecord::to("orders").key(&key).payload(&payload).headers(headers)) {
+            match p.send(
+                BaseRecord::to("orders")
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers),
+            ) {
                 Ok(()) => i += 1,
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-            if i % 200 == 0 {
+            if i.is_multiple_of(200) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -203,7 +226,10 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     feeder.join().expect("feeder");
-    assert!(acked.load(Ordering::Relaxed) > 1000, "the producer made progress");
+    assert!(
+        acked.load(Ordering::Relaxed) > 1000,
+        "the producer made progress"
+    );
 
     // The target catches up; then both logs are the same, batch for batch.
     for p in 0..3 {
@@ -212,7 +238,12 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
             Duration::from_secs(60),
             || offset(&b, "orders", p, -1),
             |e| *e == end,
-            |e| format!("partition {p}: target at {e}, source at {end}\n{}", mirror.log_text()),
+            |e| {
+                format!(
+                    "partition {p}: target at {e}, source at {end}\n{}",
+                    mirror.log_text()
+                )
+            },
         );
         let (src, dst) = (raw_log(&a, "orders", p), raw_log(&b, "orders", p));
         assert_eq!(src.len(), dst.len(), "partition {p}: batch count");
@@ -226,7 +257,11 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
             "partition {p}: log start"
         );
     }
-    assert_eq!(offset(&b, "orders", 0, -2), 20, "the gap at the start is kept");
+    assert_eq!(
+        offset(&b, "orders", 0, -2),
+        20,
+        "the gap at the start is kept"
+    );
     mirror.stop();
 }
 
@@ -243,7 +278,11 @@ fn consume_group(b: &TestBroker, topic: &str, group: &str, n: usize) -> Vec<Stri
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} records", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records",
+            got.len()
+        );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
             got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
             c.commit_message(&m, CommitMode::Sync).expect("commit");
@@ -260,8 +299,12 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
     a.create_topic("events", 2, &[]).await;
     let p = producer(&a);
     for i in 0..1000 {
-        p.send(BaseRecord::to("events").key(&format!("k{i}")).payload(&format!("v{i}")))
-            .expect("send");
+        p.send(
+            BaseRecord::to("events")
+                .key(&format!("k{i}"))
+                .payload(&format!("v{i}")),
+        )
+        .expect("send");
     }
     p.flush(Duration::from_secs(30)).expect("flush");
     let dir = tempfile::tempdir().expect("dir");
@@ -285,7 +328,9 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
     let refused: rdkafka::producer::FutureProducer = b.client_config().create().expect("producer");
     let e = refused
         .send(
-            rdkafka::producer::FutureRecord::to("events").key("x").payload("refused"),
+            rdkafka::producer::FutureRecord::to("events")
+                .key("x")
+                .payload("refused"),
             Duration::from_secs(10),
         )
         .await
@@ -299,19 +344,23 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
         .create_partitions([&rdkafka::admin::NewPartitions::new("events", 3)], &opts)
         .await
         .expect("add a partition");
-    let mut cfg = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("events"));
+    let mut cfg =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("events"));
     cfg = cfg.set("retention.ms", "7200000");
-    admin.alter_configs([&cfg], &opts).await.expect("alter configs");
+    admin
+        .alter_configs([&cfg], &opts)
+        .await
+        .expect("alter configs");
     let target_admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         b.client_config().create().expect("admin");
     poll_until(
         Duration::from_secs(20),
         || {
             let parts = offset(&b, "events", 2, -1);
-            let retention = futures::executor::block_on(target_admin.describe_configs(
-                [&rdkafka::admin::ResourceSpecifier::Topic("events")],
-                &opts,
-            ))
+            let retention = futures::executor::block_on(
+                target_admin
+                    .describe_configs([&rdkafka::admin::ResourceSpecifier::Topic("events")], &opts),
+            )
             .ok()
             .and_then(|r| r.into_iter().next())
             .and_then(|r| r.ok())
@@ -319,7 +368,12 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
             (parts, retention)
         },
         |(parts, retention)| *parts == 0 && retention.as_deref() == Some("7200000"),
-        |v| format!("target partition 2 / retention: {v:?}\n{}", mirror.log_text()),
+        |v| {
+            format!(
+                "target partition 2 / retention: {v:?}\n{}",
+                mirror.log_text()
+            )
+        },
     );
     // Region A: the group reads 400 records, committing each.
     let first = consume_group(&a, "events", "billing", 400);
@@ -332,21 +386,35 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
         .arg(&report_path)
         .output()
         .expect("trib mirror failover");
-    assert!(out.status.success(), "failover: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
     assert_eq!(report["promoted"], serde_json::json!(["events"]));
-    let positions = report["groups"]["billing"].as_object().expect("billing positions");
+    let positions = report["groups"]["billing"]
+        .as_object()
+        .expect("billing positions");
     let total: i64 = positions.values().filter_map(|v| v.as_i64()).sum();
-    assert_eq!(total, 400, "the group stands where it stopped: {positions:?}");
+    assert_eq!(
+        total, 400,
+        "the group stands where it stopped: {positions:?}"
+    );
     // The mirror stops copying the promoted topic; producers may now write it.
     mirror.wait_log("not a mirror topic", Duration::from_secs(10));
     let p = producer(&b);
     for i in 1000..1010 {
-        p.send(BaseRecord::to("events").key(&format!("k{i}")).payload(&format!("v{i}")))
-            .expect("send");
+        p.send(
+            BaseRecord::to("events")
+                .key(&format!("k{i}"))
+                .payload(&format!("v{i}")),
+        )
+        .expect("send");
     }
-    p.flush(Duration::from_secs(30)).expect("flush at the target after promotion");
+    p.flush(Duration::from_secs(30))
+        .expect("flush at the target after promotion");
     // Region B: the group goes on with the 610 records it has not read.
     let rest = consume_group(&b, "events", "billing", 610);
     let all: BTreeSet<&String> = first.iter().chain(&rest).collect();
@@ -392,7 +460,12 @@ async fn active_active_pair_does_not_loop() {
     m1.wait_log("copying it back would loop", Duration::from_secs(10));
     m2.wait_log("copying it back would loop", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1000));
-    for (broker, name) in [(&a, "a.b.orders"), (&b, "b.a.orders"), (&a, "b.a.orders"), (&b, "a.b.orders")] {
+    for (broker, name) in [
+        (&a, "a.b.orders"),
+        (&b, "b.a.orders"),
+        (&a, "b.a.orders"),
+        (&b, "a.b.orders"),
+    ] {
         assert_eq!(offset(broker, name, 0, -1), -1, "{name} must not exist");
     }
     assert_eq!(offset(&a, "orders", 0, -1), 100);
@@ -416,9 +489,15 @@ async fn target_without_mirror_writes_is_refused_with_a_clear_error() {
         ),
     );
     let mut m = start_mirror(&file);
-    assert!(!m.wait_exit(Duration::from_secs(30)), "the mirror must fail");
+    assert!(
+        !m.wait_exit(Duration::from_secs(30)),
+        "the mirror must fail"
+    );
     let log = m.log_text();
-    assert!(log.contains("does not accept offset-preserving mirror writes"), "{log}");
+    assert!(
+        log.contains("does not accept offset-preserving mirror writes"),
+        "{log}"
+    );
     assert!(log.contains("translating mode is not built yet"), "{log}");
     // And the broker refuses mirror topics outright.
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =

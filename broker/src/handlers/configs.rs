@@ -266,7 +266,9 @@ fn set_topic_configs(
 ) -> Result<(), (i16, String)> {
     let existing = b.topics.get(name);
     crate::mirror_topic::check_configs(b, existing.as_deref(), &configs)?;
-    let was_mirror = existing.as_ref().is_some_and(|t| t.config().mirror.is_some());
+    let was_mirror = existing
+        .as_ref()
+        .is_some_and(|t| t.config().mirror.is_some());
     b.topics
         .set_configs(name, configs, validate_only)
         .map_err(topic_error)?;

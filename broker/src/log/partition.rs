@@ -1221,7 +1221,10 @@ mod tests {
         let b = make_batch(7, &[0, 1, 2], Compression::Lz4);
         // An empty log starting at 1000 (the source's retention took 0..1000).
         let a = p.append_mirrored(&at_offset(&b, 1000), 0).unwrap();
-        assert_eq!((a.base_offset, a.end_offset, a.log_start), (1000, 1003, 1000));
+        assert_eq!(
+            (a.base_offset, a.end_offset, a.log_start),
+            (1000, 1003, 1000)
+        );
         // Two batches with a gap between them, in one request.
         let mut two = at_offset(&b, 1003).to_vec();
         two.extend_from_slice(&at_offset(&b, 1010));
@@ -1236,7 +1239,10 @@ mod tests {
         assert!(e.to_string().contains("straddles"), "{e}");
         // A write after one the log never got is refused: no hole.
         let e = p.append_mirrored(&at_offset(&b, 1020), 1020).unwrap_err();
-        assert!(e.to_string().contains("expects the log to end at 1020"), "{e}");
+        assert!(
+            e.to_string().contains("expects the log to end at 1020"),
+            "{e}"
+        );
         // Reading inside the gap returns the next batch, stored byte for byte (but the leader
         // epoch, which this single-node broker sets to 0 as the source did).
         let r = p.read(1006, 10_000).unwrap();

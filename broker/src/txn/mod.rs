@@ -609,11 +609,7 @@ impl TxnCoordinator {
         owners
     }
 
-    fn abort_unowned_in(
-        &self,
-        partitions: &[Arc<Partition>],
-        owners: &Owners,
-    ) {
+    fn abort_unowned_in(&self, partitions: &[Arc<Partition>], owners: &Owners) {
         for p in partitions {
             for v in p.producers() {
                 let Some(first) = v.txn_first else { continue };
