@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mirror.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mirror/mirror.yaml");
         let c = MirrorConfig::load(&path).unwrap();
         let s = c.sources[0].selection().unwrap();
         assert!(s.selects("orders") && s.selects("logs.web") && !s.selects("logs.debug"));

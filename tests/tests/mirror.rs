@@ -40,6 +40,15 @@ fn start_mirror(file: &Path) -> TestRun {
 
 /// ListOffsets (-1 latest, -2 earliest) of one partition.
 fn offset(b: &TestBroker, topic: &str, partition: i32, ts: i64) -> i64 {
+    list_offset(b, topic, partition, ts, 0)
+}
+
+/// The last stable offset of one partition (ListOffsets latest, read_committed).
+fn lso(b: &TestBroker, topic: &str, partition: i32) -> i64 {
+    list_offset(b, topic, partition, -1, 1)
+}
+
+fn list_offset(b: &TestBroker, topic: &str, partition: i32, ts: i64, isolation: i8) -> i64 {
     let Ok(mut s) = TcpStream::connect(b.addr) else {
         return -1;
     };
@@ -52,6 +61,7 @@ fn offset(b: &TestBroker, topic: &str, partition: i32, ts: i64) -> i64 {
     t.partitions.push(p);
     let mut req = ListOffsetsRequest::default();
     req.replica_id = BrokerId(-1);
+    req.isolation_level = isolation;
     req.topics.push(t);
     let r: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, 4, &req);
     r.topics
@@ -510,4 +520,122 @@ async fn target_without_mirror_writes_is_refused_with_a_clear_error() {
         .expect("create topics");
     let e = r[0].as_ref().expect_err("refused");
     assert!(format!("{e:?}").contains("InvalidConfig"), "{e:?}");
+}
+
+/// Every value of partition 0 of `topic` as a read_committed consumer sees it, to the end.
+fn read_committed(b: &TestBroker, topic: &str) -> Vec<String> {
+    let c: BaseConsumer = b
+        .client_config()
+        .set("group.id", "reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "reading {topic} stalled");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string())
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("consume failed: {e}"),
+            None => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_transactions_are_mirrored_and_promotion_aborts_the_open_one() {
+    let a = TestBroker::start(&[]);
+    let b = TestBroker::start(&[]);
+    a.create_topic("payments", 1, &[]).await;
+    let t = Duration::from_secs(15);
+    let p: ThreadedProducer<DefaultProducerContext> = a
+        .client_config()
+        .set("transactional.id", "payments-app")
+        .set("linger.ms", "1")
+        .create()
+        .expect("transactional producer");
+    p.init_transactions(t).expect("init");
+    let send = |prefix: &str, n: usize| {
+        for i in 0..n {
+            p.send(
+                BaseRecord::<str, str>::to("payments")
+                    .partition(0)
+                    .payload(&format!("{prefix}-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+        }
+    };
+    p.begin_transaction().expect("begin");
+    send("c1", 5);
+    p.commit_transaction(t).expect("commit");
+    p.begin_transaction().expect("begin");
+    send("ab", 3);
+    p.abort_transaction(t).expect("abort");
+    p.begin_transaction().expect("begin");
+    send("c2", 2);
+    p.commit_transaction(t).expect("commit");
+    // A transaction left open at the source (its producer stays alive, silent).
+    p.begin_transaction().expect("begin");
+    send("open", 4);
+    p.flush(t).expect("flush");
+    let (end, stable) = (offset(&a, "payments", 0, -1), lso(&a, "payments", 0));
+    assert!(stable < end, "the source has an open transaction");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = mirror_file(
+        &dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: east\n    brokers: {}\n    topics: [payments]\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
+    let mut mirror = start_mirror(&file);
+    poll_until(
+        Duration::from_secs(30),
+        || offset(&b, "payments", 0, -1),
+        |e| *e == end,
+        |e| format!("target at {e} of {end}\n{}", mirror.log_text()),
+    );
+    // The target knows the same transactions: same last stable offset, same committed records.
+    assert_eq!(
+        lso(&b, "payments", 0),
+        stable,
+        "the open transaction holds the target's LSO too"
+    );
+    // Promotion aborts the source's open transaction at the target, so readers are not held.
+    let out = std::process::Command::new(trib_e2e::trib_bin())
+        .args(["mirror", "failover", "--wait", "10s", "--config"])
+        .arg(&file)
+        .output()
+        .expect("trib mirror failover");
+    assert!(
+        out.status.success(),
+        "failover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll_until(
+        Duration::from_secs(10),
+        || (lso(&b, "payments", 0), offset(&b, "payments", 0, -1)),
+        |(l, e)| l == e && *e == end + 1,
+        |v| format!("target (LSO, end) {v:?}, source end {end}"),
+    );
+    let mut committed = read_committed(&b, "payments");
+    committed.sort();
+    assert_eq!(
+        committed,
+        vec!["c1-0", "c1-1", "c1-2", "c1-3", "c1-4", "c2-0", "c2-1"]
+    );
+    mirror.stop();
+    drop(p);
 }
