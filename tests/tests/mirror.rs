@@ -31,6 +31,40 @@ fn mirror_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// A mirror file copying `topics_yaml` (e.g. `topics: [orders]`) from `a` to `b`, source `name`.
+fn one_source(
+    dir: &tempfile::TempDir,
+    name: &str,
+    a: &TestBroker,
+    b: &TestBroker,
+    topics_yaml: &str,
+) -> PathBuf {
+    mirror_file(
+        dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: {name}\n    brokers: {}\n    {topics_yaml}\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    )
+}
+
+/// Runs `trib mirror failover --config FILE ARGS` and checks it succeeded.
+fn failover(file: &Path, args: &[&str]) {
+    let out = std::process::Command::new(trib_e2e::trib_bin())
+        .args(["mirror", "failover", "--config"])
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("trib mirror failover");
+    assert!(
+        out.status.success(),
+        "failover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn start_mirror(file: &Path) -> TestRun {
     TestRun::command(
         &["mirror".as_ref(), "--config".as_ref(), file.as_os_str()],
@@ -160,15 +194,7 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
             .expect("delete records");
     }
     let dir = tempfile::tempdir().expect("dir");
-    let file = mirror_file(
-        &dir,
-        "mirror.yaml",
-        &format!(
-            "sources:\n  - name: east\n    brokers: {}\n    topics: [orders]\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
-            a.bootstrap(),
-            b.bootstrap()
-        ),
-    );
+    let file = one_source(&dir, "east", &a, &b, "topics: [orders]");
     let mut mirror = start_mirror(&file);
 
     // A busy producer (keys, headers, lz4 batches) that keeps going through the kills.
@@ -318,15 +344,7 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
     }
     p.flush(Duration::from_secs(30)).expect("flush");
     let dir = tempfile::tempdir().expect("dir");
-    let file = mirror_file(
-        &dir,
-        "mirror.yaml",
-        &format!(
-            "sources:\n  - name: west\n    brokers: {}\n    topics_regex: 'ev.*'\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
-            a.bootstrap(),
-            b.bootstrap()
-        ),
-    );
+    let file = one_source(&dir, "west", &a, &b, "topics_regex: 'ev.*'");
     let mut mirror = start_mirror(&file);
     // The mirror topic is read-only at the target until promoted.
     poll_until(
@@ -389,18 +407,8 @@ async fn consumer_group_moves_regions_after_failover_without_rereading_or_skippi
     let first = consume_group(&a, "events", "billing", 400);
     // Failover to region B: caught up, groups carried, topics promoted.
     let report_path = dir.path().join("failover.json");
-    let out = std::process::Command::new(trib_e2e::trib_bin())
-        .args(["mirror", "failover", "--config"])
-        .arg(&file)
-        .args(["--wait", "20s", "--report"])
-        .arg(&report_path)
-        .output()
-        .expect("trib mirror failover");
-    assert!(
-        out.status.success(),
-        "failover: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report_arg = report_path.display().to_string();
+    failover(&file, &["--wait", "20s", "--report", &report_arg]);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
     assert_eq!(report["promoted"], serde_json::json!(["events"]));
@@ -489,15 +497,7 @@ async fn target_without_mirror_writes_is_refused_with_a_clear_error() {
     let a = TestBroker::start(&[]);
     let b = TestBroker::start(&["--no-mirror-writes"]);
     let dir = tempfile::tempdir().expect("dir");
-    let file = mirror_file(
-        &dir,
-        "mirror.yaml",
-        &format!(
-            "sources:\n  - name: east\n    brokers: {}\n    topics: [t]\ntarget:\n  brokers: {}\n",
-            a.bootstrap(),
-            b.bootstrap()
-        ),
-    );
+    let file = one_source(&dir, "east", &a, &b, "topics: [t]");
     let mut m = start_mirror(&file);
     assert!(
         !m.wait_exit(Duration::from_secs(30)),
@@ -591,15 +591,7 @@ async fn source_transactions_are_mirrored_and_promotion_aborts_the_open_one() {
     assert!(stable < end, "the source has an open transaction");
 
     let dir = tempfile::tempdir().expect("dir");
-    let file = mirror_file(
-        &dir,
-        "mirror.yaml",
-        &format!(
-            "sources:\n  - name: east\n    brokers: {}\n    topics: [payments]\ntarget:\n  brokers: {}\nsync_interval_ms: 300\n",
-            a.bootstrap(),
-            b.bootstrap()
-        ),
-    );
+    let file = one_source(&dir, "east", &a, &b, "topics: [payments]");
     let mut mirror = start_mirror(&file);
     poll_until(
         Duration::from_secs(30),
@@ -614,16 +606,7 @@ async fn source_transactions_are_mirrored_and_promotion_aborts_the_open_one() {
         "the open transaction holds the target's LSO too"
     );
     // Promotion aborts the source's open transaction at the target, so readers are not held.
-    let out = std::process::Command::new(trib_e2e::trib_bin())
-        .args(["mirror", "failover", "--wait", "10s", "--config"])
-        .arg(&file)
-        .output()
-        .expect("trib mirror failover");
-    assert!(
-        out.status.success(),
-        "failover: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    failover(&file, &["--wait", "10s"]);
     poll_until(
         Duration::from_secs(10),
         || (lso(&b, "payments", 0), offset(&b, "payments", 0, -1)),
