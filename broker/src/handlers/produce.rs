@@ -141,21 +141,19 @@ fn append_mirrored(
     expected_end: i64,
 ) -> Result<Appended, (i16, String)> {
     let refuse = |e: AppendError| (e.kafka_code(), e.to_string());
-    let mut max_pid = -1;
-    let mut at = 0usize;
-    while let Ok(h) = batch::BatchHeader::parse(&records[at..]) {
-        max_pid = max_pid.max(h.producer_id);
-        at += h.total_len();
-        if at >= records.len() {
-            break;
-        }
-    }
-    if max_pid >= 0 {
+    let headers = batch::validate_produce(records, u32::MAX).map_err(|e| refuse(e.into()))?;
+    if let Some(max_pid) = headers
+        .iter()
+        .map(|h| h.producer_id)
+        .max()
+        .filter(|&p| p >= 0)
+    {
         b.topics
             .observe_producer_id(max_pid)
             .map_err(|e| (e.kafka_code(), e.to_string()))?;
     }
-    p.append_mirrored(records, expected_end).map_err(refuse)
+    p.append_mirrored(records, &headers, expected_end)
+        .map_err(refuse)
 }
 
 /// Appends one partition's batches. Transactional batches (which need the request's

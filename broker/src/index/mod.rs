@@ -789,7 +789,7 @@ mod tests {
     use super::*;
     use crate::config::BrokerConfig;
     use crate::log::batch::plain_record;
-    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    use kafka_protocol::records::Compression;
 
     /// A batch of records `first..first+n` with JSON values `{"u": i % 10}` and out-of-order
     /// timestamps.
@@ -805,17 +805,7 @@ mod tests {
                 )
             })
             .collect();
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Lz4,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        crate::log::batch::tests::encode(&records, Compression::Lz4)
     }
 
     /// Offsets with u == `u` and timestamps in [from, to], by the index and by brute force.

@@ -503,10 +503,15 @@ pub(crate) mod tests {
                 r
             })
             .collect();
+        encode(&records, compression)
+    }
+
+    /// `records` as one v2 batch, encoded by kafka-protocol.
+    pub fn encode(records: &[Record], compression: Compression) -> Bytes {
         let mut buf = bytes::BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
-            &records,
+            records,
             &RecordEncodeOptions {
                 version: 2,
                 compression,

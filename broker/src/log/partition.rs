@@ -313,16 +313,17 @@ impl Partition {
     /// leaves a gap (and moves the log start of an empty log), and batches this log already
     /// holds are skipped, so a mirror that resends after a crash writes nothing twice. A log
     /// ending below `expected_end` lost an earlier mirror write: refused, so no hole appears.
+    /// `headers` are `records`' batches as `batch::validate_produce` returned them.
     pub fn append_mirrored(
         &self,
         records: &Bytes,
+        headers: &[batch::BatchHeader],
         expected_end: i64,
     ) -> Result<Appended, AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Closed);
         }
         let cfg = self.config();
-        let headers = batch::validate_produce(records, u32::MAX)?;
         let mut guard = self.lock();
         let st = &mut *guard;
         if st.next_offset < expected_end {
@@ -337,7 +338,7 @@ impl Partition {
         let mut skip = 0usize;
         let mut skipped_bytes = 0usize;
         let mut prev_end = i64::MIN;
-        for h in &headers {
+        for h in headers {
             let end = h.base_offset + i64::from(h.last_offset_delta) + 1;
             if h.base_offset < prev_end {
                 return Err(BatchError::Invalid("mirrored batches overlap or go backwards").into());
@@ -1213,6 +1214,11 @@ mod tests {
         Bytes::from(v)
     }
 
+    fn mirror(p: &Partition, records: &Bytes, expected_end: i64) -> Result<Appended, AppendError> {
+        let headers = batch::validate_produce(records, u32::MAX)?;
+        p.append_mirrored(records, &headers, expected_end)
+    }
+
     #[tokio::test]
     async fn mirrored_batches_keep_offsets_gaps_and_skip_what_is_there() {
         let d = tempfile::tempdir().unwrap();
@@ -1220,7 +1226,7 @@ mod tests {
         let (p, _) = Partition::open("m".into(), 0, d.path().join("m-0"), c.clone()).unwrap();
         let b = make_batch(7, &[0, 1, 2], Compression::Lz4);
         // An empty log starting at 1000 (the source's retention took 0..1000).
-        let a = p.append_mirrored(&at_offset(&b, 1000), 0).unwrap();
+        let a = mirror(&p, &at_offset(&b, 1000), 0).unwrap();
         assert_eq!(
             (a.base_offset, a.end_offset, a.log_start),
             (1000, 1003, 1000)
@@ -1228,17 +1234,17 @@ mod tests {
         // Two batches with a gap between them, in one request.
         let mut two = at_offset(&b, 1003).to_vec();
         two.extend_from_slice(&at_offset(&b, 1010));
-        p.append_mirrored(&Bytes::from(two.clone()), 1003).unwrap();
+        mirror(&p, &Bytes::from(two.clone()), 1003).unwrap();
         assert_eq!(p.high_watermark(), 1013);
         // Resent after a crash: nothing is written twice.
-        let a = p.append_mirrored(&Bytes::from(two), 1003).unwrap();
+        let a = mirror(&p, &Bytes::from(two), 1003).unwrap();
         assert_eq!(a.end_offset, 1013);
         assert_eq!(p.high_watermark(), 1013);
         // A batch across the log end is refused.
-        let e = p.append_mirrored(&at_offset(&b, 1011), 1013).unwrap_err();
+        let e = mirror(&p, &at_offset(&b, 1011), 1013).unwrap_err();
         assert!(e.to_string().contains("straddles"), "{e}");
         // A write after one the log never got is refused: no hole.
-        let e = p.append_mirrored(&at_offset(&b, 1020), 1020).unwrap_err();
+        let e = mirror(&p, &at_offset(&b, 1020), 1020).unwrap_err();
         assert!(
             e.to_string().contains("expects the log to end at 1020"),
             "{e}"
