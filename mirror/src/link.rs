@@ -294,12 +294,8 @@ impl Link {
                         } else {
                             "the target topic mirrors another cluster"
                         };
+                        // Its partitions leave `parts` below: it is not in `copied`.
                         self.skip(topic, why);
-                        for (k, p) in self.parts.iter_mut() {
-                            if &k.0 == topic {
-                                p.promoted = true;
-                            }
-                        }
                         continue;
                     }
                     if (tm.leaders.len() as i32) < count {
@@ -611,7 +607,7 @@ fn now_ms() -> i64 {
 /// The length of the whole batches at the start of `records` that end past `from`, the offset
 /// after the last, (records, batches) counted, and the first timestamp of a batch past `from`.
 /// A batch cut short by the fetch size is left for the next fetch.
-pub fn whole_batches(records: &[u8], from: i64) -> (usize, i64, (u64, u64), Option<i64>) {
+fn whole_batches(records: &[u8], from: i64) -> (usize, i64, (u64, u64), Option<i64>) {
     let mut at = 0usize;
     let mut end = from;
     let mut counts = (0u64, 0u64);
@@ -637,7 +633,7 @@ pub fn whole_batches(records: &[u8], from: i64) -> (usize, i64, (u64, u64), Opti
 }
 
 /// Where one partition's write goes.
-pub struct WriteTo {
+struct WriteTo {
     key: Key,
     topic: String,
     leader: Option<i32>,

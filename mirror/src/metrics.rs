@@ -166,3 +166,38 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(
         );
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_names_the_docs_give() {
+        let m = Metrics::new();
+        m.copied("east", 2048, 2, 1);
+        m.error("east");
+        m.position(PartitionStatus {
+            source: "east".into(),
+            source_topic: "orders".into(),
+            target_topic: "orders".into(),
+            partition: 3,
+            source_end: 10,
+            target_end: 7,
+            lag_records: 3,
+            lag_seconds: 1.5,
+            promoted: false,
+        });
+        let text = m.render();
+        for line in [
+            r#"trib_mirror_bytes_total{source="east"} 2048"#,
+            r#"trib_mirror_records_total{source="east"} 2"#,
+            r#"trib_mirror_batches_total{source="east"} 1"#,
+            r#"trib_mirror_errors_total{source="east"} 1"#,
+            r#"trib_mirror_lag_records{source="east",topic="orders",partition="3"} 3"#,
+            r#"trib_mirror_lag_seconds{source="east",topic="orders",partition="3"} 1.5"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert_eq!(m.statuses().len(), 1);
+    }
+}

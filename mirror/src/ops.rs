@@ -29,8 +29,8 @@ struct Mirrored {
 }
 
 /// The target topics that mirror `source`'s selected topics, found from the target alone (the
-/// source may be down): named `<prefix><topic>` and carrying `mirror.source.topic`, or promoted
-/// from such a topic (no mirror keys left) when `include_promoted`.
+/// source may be down): named `<prefix><topic>` and carrying `mirror.source.topic`, or, when
+/// promoted (no mirror keys left), recognised by that name alone.
 async fn mirrored_topics(
     target: &Cluster,
     source: &SourceConfig,
