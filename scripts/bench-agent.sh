@@ -10,22 +10,10 @@
 #      the broker's produce requests per second, from its /metrics, against the applications'.
 # Usage: scripts/bench-agent.sh [N] [P] [R] [D]   (default 5,000,000 lines, 0 skips part 1;
 #        1000 applications x 10 records/s for 30 s)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
-cargo build --release --locked -p trib >/dev/null
-T="$CARGO_TARGET_DIR/release/trib"
 N="${1:-5000000}"; P="${2:-1000}"; R="${3:-10}"; D="${4:-30}"
-WORK="$(mktemp -d /tmp/trib-abench.XXXXXX)"
+source "$(dirname "$0")/bench-common.sh" abench
 PORT=29392; BHTTP=29393; AHTTP=29394; EP=29395
 export TRIB_BROKERS="127.0.0.1:$PORT"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
 metric() { # metric <name> <component>
     curl -s "http://127.0.0.1:$AHTTP/metrics" | awk -v n="trib_pipeline_$1_total" -v c="component=\"$2\"" \

@@ -12,24 +12,11 @@
 #      4 partitions in one request), median and max round trip.
 # Usage: scripts/bench-index.sh [GIB]   (default 10; BATCH_BYTES sets the producer's batch.size,
 #        default 65536: a lookup reads each hit's whole batch)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
-export TRIB_VENV="${TRIB_VENV:-$HOME/.cache/tributary/venv}"
-bash scripts/test-env.sh >/dev/null
-cargo build --release --locked -p trib >/dev/null
-T="$CARGO_TARGET_DIR/release/trib"
-PY="$TRIB_VENV/bin/python"
 GIB="${1:-10}"
-WORK="$(mktemp -d /tmp/trib-ibench.XXXXXX)"
+source "$(dirname "$0")/bench-common.sh" ibench
+bench_python
 PORT=29494
 HTTP=29495
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 "$T" broker --listen "127.0.0.1:$PORT" --data-dir "$WORK/broker" --http "127.0.0.1:$HTTP" \
     >"$WORK/broker.log" 2>&1 &

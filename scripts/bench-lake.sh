@@ -7,23 +7,10 @@
 #      times by `trib sql` (DataFusion; the time it prints for the query) and by DuckDB (Python
 #      package, in-process, time of execute + fetch); the median of each.
 # Usage: scripts/bench-lake.sh [N]   (default 2,000,000)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
-export TRIB_VENV="${TRIB_VENV:-$HOME/.cache/tributary/venv}"
-bash scripts/test-env.sh >/dev/null
-cargo build --release --locked -p trib >/dev/null
-T="$CARGO_TARGET_DIR/release/trib"
-PY="$TRIB_VENV/bin/python"
 N="${1:-2000000}"
-WORK="$(mktemp -d /tmp/trib-lbench.XXXXXX)"
+source "$(dirname "$0")/bench-common.sh" lbench
+bench_python
 PORT=29492
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 "$T" broker --listen "127.0.0.1:$PORT" --data-dir "$WORK/broker" --no-http --num-partitions 4 \
     >"$WORK/broker.log" 2>&1 &

@@ -9,26 +9,11 @@
 #      the running mirror copies, while `trib mirror status --json` samples the lag in seconds
 #      (age of the oldest record at A not yet at B) every 250 ms; max and 99th percentile.
 # Usage: scripts/bench-mirror.sh [RECORDS]   (default 1000000, about 1 GiB; TRIB_BIN=path skips the build)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
-export TRIB_VENV="${TRIB_VENV:-$HOME/.cache/tributary/venv}"
-if [ -z "${TRIB_BIN:-}" ]; then
-    cargo build --release --locked -p trib >/dev/null
-fi
-T="${TRIB_BIN:-$CARGO_TARGET_DIR/release/trib}"
-PY="${TRIB_VENV}/bin/python"
-command -v "$PY" >/dev/null || PY=python3
 N="${1:-1000000}"
-WORK="$(mktemp -d /tmp/trib-mbench.XXXXXX)"
+source "$(dirname "$0")/bench-common.sh" mbench
+bench_python
 A=127.0.0.1:29601
 B=127.0.0.1:29602
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 for side in A B; do
     addr=${!side}
@@ -81,7 +66,7 @@ while time.time() < deadline:
 secs = time.time() - start
 print(f"mirror copied {end} records ({end*1024/1e6:.0f} MB of values) in {secs:.2f} s: {end*1024/1e6/secs:.1f} MB/s")
 PYEOF
-echo "mirror process CPU (user+sys, s): $(awk '{print ($14+$15)/100}' /proc/$MPID/stat)"
+echo "mirror process CPU (user+sys): $(cpu_ms "$MPID") ms"
 
 echo "== 3. lag at 50 MB/s offered (48,828 records/s of 1 KiB for 20 s)"
 "$T" bench produce -t live -n 976560 -s 1024 --acks 1 --rate 48828 --linger-ms 5 -b "$A" >"$WORK/live.txt" 2>&1 &

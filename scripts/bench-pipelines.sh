@@ -7,24 +7,14 @@
 # Each pipeline's time runs from `trib run` starting to its sink's events_out reaching N
 # (read from /metrics).
 # Usage: scripts/bench-pipelines.sh [N]   (default 2,000,000 records)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
-cargo build --release --locked -p trib >/dev/null
-T="$CARGO_TARGET_DIR/release/trib"
 N="${1:-2000000}"
-WORK="$(mktemp -d /tmp/trib-pbench.XXXXXX)"
+source "$(dirname "$0")/bench-common.sh" pbench
 PORT=29292
 HTTP=29293
 export TRIB_BROKERS="127.0.0.1:$PORT"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+bench_cleanup() {
     [ -n "${PGDATA:-}" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
 }
-trap cleanup EXIT
-cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 metric() { # metric <name> <component>
     curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v n="trib_pipeline_$1_total" -v c="component=\"$2\"" \
