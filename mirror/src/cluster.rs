@@ -72,6 +72,24 @@ pub struct Meta {
     pub topics: BTreeMap<String, TopicMeta>,
 }
 
+/// One partition as a Fetch returned it.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedPartition {
+    pub records: bytes::Bytes,
+    pub high_watermark: i64,
+    pub last_stable: i64,
+    /// Aborted transactions overlapping the records: (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
+}
+
+/// A Fetch response's aborted transactions as (producer id, first offset).
+pub fn aborted_list(a: Option<&[fetch_response::AbortedTransaction]>) -> Vec<(i64, i64)> {
+    a.unwrap_or_default()
+        .iter()
+        .map(|t| (t.producer_id.0, t.first_offset))
+        .collect()
+}
+
 /// One cluster: where its brokers are and a few open connections to each.
 pub struct Cluster {
     pub name: String,
@@ -373,6 +391,28 @@ impl Cluster {
         partitions: &[i32],
         timestamp: i64,
     ) -> Result<BTreeMap<i32, i64>, ClusterError> {
+        self.list_offsets_as(node, topic, partitions, timestamp, 0)
+            .await
+    }
+
+    /// Each partition's last stable offset: where a read_committed consumer stops.
+    pub async fn stable_ends(
+        &self,
+        node: Option<i32>,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, ClusterError> {
+        self.list_offsets_as(node, topic, partitions, -1, 1).await
+    }
+
+    async fn list_offsets_as(
+        &self,
+        node: Option<i32>,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> Result<BTreeMap<i32, i64>, ClusterError> {
         let mut t = ListOffsetsTopic::default();
         t.name = TopicName(sb(topic));
         for p in partitions {
@@ -384,6 +424,7 @@ impl Cluster {
         }
         let mut req = ListOffsetsRequest::default();
         req.replica_id = BrokerId(-1);
+        req.isolation_level = isolation_level;
         req.topics.push(t);
         let resp: ListOffsetsResponse = self.call(node, ApiKey::ListOffsets, 4, &req).await?;
         let mut out = BTreeMap::new();
@@ -434,16 +475,72 @@ impl Cluster {
         Ok(())
     }
 
+    /// One partition read from `offset` (at most `max_bytes`, no waiting); `committed` reads
+    /// as a read_committed consumer (up to the last stable offset, with the aborted list).
+    pub async fn fetch_one(
+        &self,
+        node: Option<i32>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        committed: bool,
+    ) -> Result<FetchedPartition, ClusterError> {
+        let mut fp = fetch_request::FetchPartition::default();
+        fp.partition = partition;
+        fp.current_leader_epoch = -1;
+        fp.fetch_offset = offset;
+        fp.log_start_offset = -1;
+        fp.partition_max_bytes = max_bytes;
+        let mut t = fetch_request::FetchTopic::default();
+        t.topic = TopicName(sb(topic));
+        t.partitions.push(fp);
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = 0;
+        req.min_bytes = 0;
+        req.max_bytes = max_bytes;
+        req.isolation_level = i8::from(committed);
+        req.session_epoch = -1;
+        req.topics.push(t);
+        let resp: FetchResponse = self.call(node, ApiKey::Fetch, 11, &req).await?;
+        let p = resp
+            .responses
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| self.kafka(format!("fetching {topic}/{partition}"), -1, None))?;
+        if p.error_code != 0 {
+            return Err(self.kafka(
+                format!("fetching {topic}/{partition} at {offset}"),
+                p.error_code,
+                None,
+            ));
+        }
+        Ok(FetchedPartition {
+            records: p.records.unwrap_or_default(),
+            high_watermark: p.high_watermark,
+            last_stable: p.last_stable_offset,
+            aborted: aborted_list(p.aborted_transactions.as_deref()),
+        })
+    }
+
     /// The node coordinating consumer group `group`.
     async fn coordinator(&self, group: &str) -> Result<i32, ClusterError> {
+        self.coordinator_of(group, 0).await
+    }
+
+    /// The node coordinating `key`: a consumer group (type 0) or a transactional id (type 1).
+    pub async fn coordinator_of(&self, key: &str, key_type: i8) -> Result<i32, ClusterError> {
         let mut req = FindCoordinatorRequest::default();
-        req.key = sb(group);
-        req.key_type = 0;
+        req.key = sb(key);
+        req.key_type = key_type;
         let resp: FindCoordinatorResponse =
             self.call(None, ApiKey::FindCoordinator, 3, &req).await?;
         if resp.error_code != 0 {
+            let what = if key_type == 0 { "group" } else { "transactional id" };
             return Err(self.kafka(
-                format!("coordinator of group {group}"),
+                format!("coordinator of {what} {key}"),
                 resp.error_code,
                 resp.error_message.as_ref(),
             ));

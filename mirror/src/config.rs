@@ -16,7 +16,8 @@ pub enum Mode {
     Auto,
     /// Same partition, same offset, batches byte for byte (Tributary targets).
     Preserve,
-    /// Records re-produced at the target's own offsets (any Kafka cluster); not built yet.
+    /// Records re-produced at the target's own offsets in transactions, with an exact offset
+    /// map in the checkpoint topic (any Kafka cluster).
     Translate,
 }
 
@@ -45,6 +46,16 @@ pub struct MirrorConfig {
     /// Address of `/metrics`, `/health` and `/status`; unset: none.
     #[serde(default)]
     pub http: Option<SocketAddr>,
+    /// Translating mode: the target topic holding the offset map.
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
+    /// Translating mode: each source's transactional id is this prefix and the source's name.
+    #[serde(default = "default_transactional_id_prefix")]
+    pub transactional_id_prefix: String,
+    /// Translating mode: most uncompressed bytes in one re-encoded batch (keep it below the
+    /// target's `max.message.bytes`).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
 }
 
 /// One source cluster and what is copied from it.
@@ -85,6 +96,15 @@ pub struct ClusterConfig {
 
 fn default_mode() -> Mode {
     Mode::Auto
+}
+fn default_checkpoint_topic() -> String {
+    "trib-mirror-offsets".into()
+}
+fn default_transactional_id_prefix() -> String {
+    "trib-mirror-".into()
+}
+fn default_batch_max_bytes() -> usize {
+    1_000_000
 }
 fn default_sync_interval_ms() -> u64 {
     5_000
@@ -237,6 +257,24 @@ impl MirrorConfig {
         // The answer may exceed fetch_max_bytes by one batch; the client takes up to 64 MiB.
         if self.fetch_max_bytes > 48 << 20 {
             return Err("fetch_max_bytes: at most 50331648 (48 MiB)".into());
+        }
+        let legal = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 249
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        };
+        if !legal(&self.checkpoint_topic) {
+            return Err(format!(
+                "checkpoint_topic: `{}` is not a legal topic name (letters, digits, `.`, `_`, `-`)",
+                self.checkpoint_topic
+            ));
+        }
+        if self.transactional_id_prefix.is_empty() {
+            return Err("transactional_id_prefix: must not be empty".into());
+        }
+        if !(1024..=(64 << 20)).contains(&self.batch_max_bytes) {
+            return Err("batch_max_bytes: must be between 1024 and 67108864".into());
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Consumer group offsets carried from a source to the target: for each selected group that has
 //! no members at the target, its committed offsets on mirrored topics are committed there under
-//! the target topic names. With offset-preserving mirroring the offsets need no translation, so
-//! a group that moves regions resumes exactly where it stood.
+//! the target topic names. With offset-preserving mirroring the offsets need no translation;
+//! in translating mode each goes through the exact offset map, and one the map cannot place yet
+//! (records below it not all copied) waits for a later sync. Either way a group that moves
+//! regions resumes exactly where it stood.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +14,9 @@ use crate::cluster::{Cluster, ClusterError};
 /// The offsets last written per group, so unchanged ones are not committed again.
 pub type Synced = HashMap<String, BTreeMap<(String, i32), i64>>;
 
+/// Where a source offset lands at the target: (target topic, partition, source offset).
+pub type Translate<'a> = &'a (dyn Fn(&str, i32, i64) -> Option<i64> + Sync);
+
 /// Syncs every selected group; `topics` maps source topic names to target names. Returns how
 /// many groups had offsets committed.
 pub async fn sync(
@@ -19,6 +24,7 @@ pub async fn sync(
     target: &Cluster,
     selection: &[Regex],
     topics: &BTreeMap<String, String>,
+    translate: Translate<'_>,
     synced: &mut Synced,
 ) -> Result<usize, ClusterError> {
     let mut committed = 0;
@@ -30,7 +36,10 @@ pub async fn sync(
             .committed(&group)
             .await?
             .into_iter()
-            .filter_map(|((t, p), o)| topics.get(&t).map(|tt| ((tt.clone(), p), o)))
+            .filter_map(|((t, p), o)| {
+                let tt = topics.get(&t)?;
+                Some(((tt.clone(), p), translate(tt, p, o)?))
+            })
             .collect();
         if offsets.is_empty() || synced.get(&group) == Some(&offsets) {
             continue;

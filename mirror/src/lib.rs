@@ -1,23 +1,32 @@
 //! Tributary's mirror: topics copied from one or more source clusters to a target cluster, in
-//! the same partitions at the same offsets (offset-preserving mode, for Tributary targets), with
+//! the same partitions at the same offsets (offset-preserving mode, for Tributary targets) or
+//! re-produced in transactions with an exact offset map (translating mode, any target), with
 //! topic configs, partition counts, log starts and consumer group offsets kept in step, lag
 //! metrics, and failover (promoting mirror topics for writes). docs/mirror.md is the guide.
 //!
 //! - `config`: the YAML file.
 //! - `cluster`: the wire client for one cluster (Metadata, admin calls, connection pool).
-//! - `link`: one source: the sync step and the copy loop.
+//! - `link`: one source: the sync step and the offset-preserving copy loop.
+//! - `translate`: translating mode's copy loop (re-encoded records, one transaction per round).
+//! - `committed`: read_committed filtering of fetched batches.
+//! - `offset_map`: the exact offset map and its checkpoint topic.
+//! - `txn_producer`: the transactional producer at the target.
 //! - `groups`: consumer group offsets carried over.
 //! - `ops`: `status` and `failover`, run from the command line.
 //! - `metrics`: Prometheus metrics and the HTTP endpoint.
 //! - `throttle`: the bandwidth limit.
 
 pub mod cluster;
+pub mod committed;
 pub mod config;
 pub mod groups;
 pub mod link;
 pub mod metrics;
+pub mod offset_map;
 pub mod ops;
 pub mod throttle;
+pub mod translate;
+pub mod txn_producer;
 
 use std::sync::Arc;
 
@@ -44,7 +53,7 @@ pub fn target_cluster(cfg: &MirrorConfig) -> Arc<Cluster> {
     Arc::new(Cluster::new("target", broker_list(&cfg.target.brokers)))
 }
 
-/// Decides the mode: offset-preserving when the target accepts mirror writes.
+/// Decides the mode: offset-preserving when the target accepts mirror writes, else translating.
 pub async fn resolve_mode(cfg: &MirrorConfig, target: &Cluster) -> Result<Mode, MirrorError> {
     let meta = target.metadata(Some(&[])).await?;
     let node = meta.brokers.first().copied().unwrap_or(0);
@@ -57,10 +66,7 @@ pub async fn resolve_mode(cfg: &MirrorConfig, target: &Cluster) -> Result<Mode, 
             "mode: preserve needs a Tributary target with mirror writes on; {} does not report {MIRROR_WRITES_KEY}=true",
             cfg.target.brokers
         ))),
-        (Mode::Auto | Mode::Translate, _) => Err(MirrorError::Mode(format!(
-            "the target {} does not accept offset-preserving mirror writes (not Tributary, or mirror_writes: false), and translating mode is not built yet",
-            cfg.target.brokers
-        ))),
+        (Mode::Auto | Mode::Translate, _) => Ok(Mode::Translate),
     }
 }
 
@@ -84,7 +90,7 @@ pub async fn run(cfg: MirrorConfig, stop: watch::Receiver<bool>) -> Result<(), M
         .map(|r| Arc::new(throttle::Throttle::new(r)));
     let mut tasks = Vec::new();
     for s in &cfg.sources {
-        let link = link::Link::new(s, &cfg, target.clone(), metrics.clone(), throttle.clone())
+        let link = link::Link::new(s, &cfg, mode, target.clone(), metrics.clone(), throttle.clone())
             .map_err(MirrorError::Config)?;
         tasks.push(tokio::spawn(link.run(stop.clone())));
     }

@@ -1,7 +1,8 @@
-//! One source cluster copied to the target (offset-preserving mode): the sync step (topics
-//! selected, created at the target as mirror topics, partitions added, configs followed, log
-//! starts moved, group offsets carried) and the copy loop, which fetches raw record batches from
-//! the source and writes them, undecoded, at the same offsets in the same partitions.
+//! One source cluster copied to the target: the sync step (topics selected, created at the
+//! target (as mirror topics in offset-preserving mode), partitions added, configs followed, log
+//! starts moved, group offsets carried) and the offset-preserving copy loop, which fetches raw
+//! record batches from the source and writes them, undecoded, at the same offsets in the same
+//! partitions. Translating mode's copy loop is in `translate`.
 //!
 //! The loop keeps one write in flight while it fetches the next data. Each write says where the
 //! mirror expects the target log to end ([`MirrorMark`]), so a lost write is refused instead of
@@ -28,7 +29,8 @@ use trib_broker::mirror_topic::{MirrorMark, MIRROR_WRITE_TAG};
 use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{MirrorConfig, Selection, SourceConfig};
+use crate::config::{MirrorConfig, Mode, Selection, SourceConfig};
+use crate::offset_map::{Maps, Translation};
 use crate::metrics::{Metrics, PartitionStatus};
 use crate::throttle::Throttle;
 
@@ -38,41 +40,45 @@ const FETCH_MAX_WAIT_MS: i32 = 250;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const POLICY_VIOLATION: i16 = 44;
 /// How long a partition waits after an error that an immediate retry would repeat.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// (source topic, partition).
-type Key = (String, i32);
+pub(crate) type Key = (String, i32);
 
 /// One mirrored partition.
 #[derive(Debug, Clone)]
-struct Part {
-    target_topic: String,
+pub(crate) struct Part {
+    pub(crate) target_topic: String,
     source_leader: i32,
-    target_leader: Option<i32>,
+    pub(crate) target_leader: Option<i32>,
     /// Next offset fetched from the source.
-    next: i64,
+    pub(crate) next: i64,
     /// Where the target log ends once every write sent so far succeeds.
     expected_end: i64,
-    /// Where the target log ends, as last acknowledged.
-    acked_end: i64,
-    source_end: i64,
-    source_start: i64,
+    /// Where the target log ends, as last acknowledged (translating mode: the source offset
+    /// copied through, as committed).
+    pub(crate) acked_end: i64,
+    pub(crate) source_end: i64,
+    pub(crate) source_start: i64,
     target_start: i64,
-    lag_seconds: f64,
+    pub(crate) lag_seconds: f64,
     /// The target topic was promoted (or is not a mirror topic): no longer copied.
     promoted: bool,
-    /// The position must be read again from the target before fetching.
-    needs_reset: bool,
+    /// The position must be read again (from the target or the checkpoint) before fetching.
+    pub(crate) needs_reset: bool,
     /// Not fetched before this (after an error that retrying at once would only repeat).
-    retry_at: Option<Instant>,
+    pub(crate) retry_at: Option<Instant>,
 }
 
 /// What a fetch returned for one partition.
-enum Fetched {
+pub(crate) enum Fetched {
     Data {
         records: Bytes,
+        /// The high watermark, or for a read_committed fetch the last stable offset.
         high_watermark: i64,
         log_start: i64,
+        /// Aborted transactions in the records (read_committed fetches).
+        aborted: Vec<(i64, i64)>,
     },
     Error {
         code: i16,
@@ -86,19 +92,27 @@ type Written = Vec<(Key, Result<(i64, i64), (i16, String)>)>;
 /// A source cluster, its selection, and the partitions being copied.
 pub struct Link {
     pub name: String,
+    mode: Mode,
     selection: Selection,
     groups: Vec<Regex>,
     group_sync: bool,
-    source: Arc<Cluster>,
-    target: Arc<Cluster>,
-    source_cluster_id: String,
-    target_cluster_id: String,
-    metrics: Arc<Metrics>,
-    throttle: Option<Arc<Throttle>>,
-    sync_interval: Duration,
-    fetch_max_bytes: i32,
-    partition_max_bytes: i32,
-    parts: BTreeMap<Key, Part>,
+    pub(crate) source: Arc<Cluster>,
+    pub(crate) target: Arc<Cluster>,
+    pub(crate) source_cluster_id: String,
+    pub(crate) target_cluster_id: String,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) throttle: Option<Arc<Throttle>>,
+    pub(crate) sync_interval: Duration,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) partition_max_bytes: i32,
+    pub(crate) parts: BTreeMap<Key, Part>,
+    /// Translating mode: the transactional id, the checkpoint topic and its leader, the
+    /// batch size cap, and the offset map of this link's partitions.
+    pub(crate) txn_id: String,
+    pub(crate) checkpoint_topic: String,
+    pub(crate) checkpoint_leader: Option<i32>,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) maps: Maps,
     /// Topics reported as not copied (logged once).
     skipped: HashSet<String>,
     synced_groups: crate::groups::Synced,
@@ -123,12 +137,14 @@ impl Link {
     pub fn new(
         cfg: &SourceConfig,
         all: &MirrorConfig,
+        mode: Mode,
         target: Arc<Cluster>,
         metrics: Arc<Metrics>,
         throttle: Option<Arc<Throttle>>,
     ) -> Result<Self, String> {
         Ok(Self {
             name: cfg.name.clone(),
+            mode,
             selection: cfg.selection()?,
             groups: cfg.group_selection()?,
             group_sync: !cfg.no_group_sync,
@@ -145,13 +161,36 @@ impl Link {
             fetch_max_bytes: all.fetch_max_bytes,
             partition_max_bytes: all.partition_max_bytes,
             parts: BTreeMap::new(),
+            txn_id: format!("{}{}", all.transactional_id_prefix, cfg.name),
+            checkpoint_topic: all.checkpoint_topic.clone(),
+            checkpoint_leader: None,
+            batch_max_bytes: all.batch_max_bytes,
+            maps: Maps::new(),
             skipped: HashSet::new(),
             synced_groups: HashMap::new(),
         })
     }
 
     /// Copies until `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        if self.mode == Mode::Translate {
+            self.run_translating(stop).await
+        } else {
+            self.run_preserving(stop).await
+        }
+    }
+
+    /// The partitions to fetch now: (key, source leader, offset).
+    pub(crate) fn wanted(&self) -> Vec<(Key, i32, i64)> {
+        let now = Instant::now();
+        self.parts
+            .iter()
+            .filter(|(_, p)| !p.promoted && !p.needs_reset && p.retry_at.is_none_or(|t| t <= now))
+            .map(|(k, p)| (k.clone(), p.source_leader, p.next))
+            .collect()
+    }
+
+    async fn run_preserving(mut self, mut stop: watch::Receiver<bool>) {
         let mut next_sync = Instant::now();
         let mut inflight: Option<BoxFuture<'static, Written>> = None;
         loop {
@@ -166,12 +205,7 @@ impl Link {
                 next_sync = Instant::now() + self.sync_interval;
             }
             self.reset_positions().await;
-            let wanted: Vec<(Key, i32, i64)> = self
-                .parts
-                .iter()
-                .filter(|(_, p)| !p.promoted && !p.needs_reset)
-                .map(|(k, p)| (k.clone(), p.source_leader, p.next))
-                .collect();
+            let wanted = self.wanted();
             if wanted.is_empty() && inflight.is_none() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.sync_interval.min(Duration::from_millis(500))) => {}
@@ -184,6 +218,7 @@ impl Link {
                 wanted,
                 self.fetch_max_bytes,
                 self.partition_max_bytes,
+                false,
             );
             let pending = inflight.take();
             let written = async move {
@@ -226,13 +261,13 @@ impl Link {
     }
 
     /// Topics, partitions, configs, log starts and group offsets.
-    async fn sync(&mut self) -> Result<(), ClusterError> {
+    pub(crate) async fn sync(&mut self) -> Result<(), ClusterError> {
         let smeta = self.source.metadata(None).await?;
         self.source_cluster_id = smeta.cluster_id.clone();
         let selected: Vec<String> = smeta
             .topics
             .keys()
-            .filter(|t| self.selection.selects(t))
+            .filter(|t| self.selection.selects(t) && **t != self.checkpoint_topic)
             .cloned()
             .collect();
         let sconf = if selected.is_empty() {
@@ -275,8 +310,10 @@ impl Link {
             match tmeta.topics.get(tname) {
                 None => {
                     let mut c = desired.clone();
-                    c.insert(MIRROR_CLUSTER_KEY.into(), self.source_cluster_id.clone());
-                    c.insert(MIRROR_TOPIC_KEY.into(), topic.clone());
+                    if self.mode == Mode::Preserve {
+                        c.insert(MIRROR_CLUSTER_KEY.into(), self.source_cluster_id.clone());
+                        c.insert(MIRROR_TOPIC_KEY.into(), topic.clone());
+                    }
                     if let Err(e) = self.target.create_topic(tname, count, &c).await {
                         tracing::warn!(source = %self.name, topic = %tname, error = %e, "cannot create the mirror topic");
                         self.metrics.error(&self.name);
@@ -288,7 +325,7 @@ impl Link {
                 Some(tm) => {
                     let tc = tconf.get(tname);
                     let mirror_of = tc.and_then(|c| c.get(MIRROR_CLUSTER_KEY));
-                    if mirror_of != Some(&self.source_cluster_id) {
+                    if self.mode == Mode::Preserve && mirror_of != Some(&self.source_cluster_id) {
                         let why = if mirror_of.is_none() {
                             "the target topic is not a mirror topic (promoted, or created by something else)"
                         } else {
@@ -374,13 +411,21 @@ impl Link {
                 }
             }
         }
-        self.sync_log_starts().await;
+        if self.mode == Mode::Preserve {
+            self.sync_log_starts().await;
+        }
         if self.group_sync {
+            let maps = &self.maps;
+            let translate = |t: &str, p: i32, o: i64| match self.mode {
+                Mode::Translate => translate_offset(maps, t, p, o),
+                _ => Some(o),
+            };
             let n = crate::groups::sync(
                 &self.source,
                 &self.target,
                 &self.groups,
                 &copied,
+                &translate,
                 &mut self.synced_groups,
             )
             .await?;
@@ -417,8 +462,13 @@ impl Link {
         }
     }
 
-    /// Reads the target's log end for partitions that (re)start.
-    async fn reset_positions(&mut self) {
+    /// Where partitions that (re)start resume: the target's log end (offset-preserving), or
+    /// the committed checkpoint, else the source's log start (translating).
+    pub(crate) async fn reset_positions(&mut self) {
+        if self.mode == Mode::Translate {
+            self.reset_from_checkpoint().await;
+            return;
+        }
         let now = Instant::now();
         let keys: Vec<Key> = self
             .parts
@@ -450,6 +500,48 @@ impl Link {
                     if let Some(p) = self.parts.get_mut(&key) {
                         p.retry_at = Some(Instant::now() + RETRY_AFTER);
                     }
+                }
+            }
+        }
+    }
+
+    async fn reset_from_checkpoint(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<Key> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.needs_reset && p.retry_at.is_none_or(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(p) = self.parts.get(&key) else {
+                continue;
+            };
+            let from_map = self.maps.get(&(p.target_topic.clone(), key.1)).map(|m| m.next);
+            let next = match from_map {
+                Some(n) => Ok(n),
+                None => self
+                    .source
+                    .list_offsets(Some(p.source_leader), &key.0, &[key.1], -2)
+                    .await
+                    .map(|s| s.get(&key.1).copied().unwrap_or(0)),
+            };
+            let Some(p) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            match next {
+                Ok(n) => {
+                    p.next = n;
+                    p.acked_end = n;
+                    p.needs_reset = false;
+                    p.retry_at = None;
+                    let from = if from_map.is_some() { "the checkpoint" } else { "the source's log start" };
+                    tracing::info!(source = %self.name, topic = %key.0, partition = key.1, offset = n, "copying from {from}");
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.name, topic = %key.0, partition = key.1, error = %e, "cannot read the source's log start");
+                    self.metrics.error(&self.name);
+                    p.retry_at = Some(Instant::now() + RETRY_AFTER);
                 }
             }
         }
@@ -503,44 +595,27 @@ impl Link {
             if failed.contains(&key) {
                 continue;
             }
+            if self
+                .parts
+                .get(&key)
+                .is_none_or(|p| p.needs_reset || p.promoted)
+            {
+                continue;
+            }
+            if let Fetched::Error { code, message } = &f {
+                self.fetch_error(&key, *code, message).await;
+                continue;
+            }
             let Some(p) = self.parts.get_mut(&key) else {
                 continue;
             };
-            if p.needs_reset || p.promoted {
-                continue;
-            }
             match f {
-                Fetched::Error { code, message } if code == OFFSET_OUT_OF_RANGE => {
-                    // Below the source's log start (retention took records not yet copied) the
-                    // mirror goes on from the log start, keeping the gap; above its end the
-                    // source lost records the target has, which the mirror cannot mend.
-                    let start = self
-                        .source
-                        .list_offsets(Some(p.source_leader), &key.0, &[key.1], -2)
-                        .await;
-                    match start.ok().and_then(|s| s.get(&key.1).copied()) {
-                        Some(s) if p.next < s => {
-                            tracing::warn!(source = %self.name, topic = %key.0, partition = key.1, from = p.next, to = s,
-                                "records deleted at the source before they were copied: the target keeps the gap");
-                            p.next = s;
-                        }
-                        _ => {
-                            tracing::error!(source = %self.name, topic = %key.0, partition = key.1, offset = p.next, error = %message,
-                                "the source does not have offsets the target has; partition paused");
-                            self.metrics.error(&self.name);
-                            p.needs_reset = true;
-                            p.retry_at = Some(Instant::now() + RETRY_AFTER);
-                        }
-                    }
-                }
-                Fetched::Error { code, message } => {
-                    tracing::debug!(source = %self.name, topic = %key.0, partition = key.1, code, error = %message, "fetch failed");
-                    self.metrics.error(&self.name);
-                }
+                Fetched::Error { .. } => {}
                 Fetched::Data {
                     records,
                     high_watermark,
                     log_start,
+                    ..
                 } => {
                     p.source_end = high_watermark;
                     p.source_start = log_start;
@@ -575,6 +650,41 @@ impl Link {
         writes
     }
 
+    /// A partition's fetch failed. OFFSET_OUT_OF_RANGE below the source's log start (retention
+    /// took records not yet copied) moves on to the log start, keeping the gap; above its end
+    /// the source lost records the target has, which the mirror cannot mend: paused.
+    pub(crate) async fn fetch_error(&mut self, key: &Key, code: i16, message: &str) {
+        let Some(p) = self.parts.get(key) else {
+            return;
+        };
+        if code != OFFSET_OUT_OF_RANGE {
+            tracing::debug!(source = %self.name, topic = %key.0, partition = key.1, code, error = %message, "fetch failed");
+            self.metrics.error(&self.name);
+            return;
+        }
+        let start = self
+            .source
+            .list_offsets(Some(p.source_leader), &key.0, &[key.1], -2)
+            .await;
+        let Some(p) = self.parts.get_mut(key) else {
+            return;
+        };
+        match start.ok().and_then(|s| s.get(&key.1).copied()) {
+            Some(s) if p.next < s => {
+                tracing::warn!(source = %self.name, topic = %key.0, partition = key.1, from = p.next, to = s,
+                    "records deleted at the source before they were copied: the target keeps the gap");
+                p.next = s;
+            }
+            _ => {
+                tracing::error!(source = %self.name, topic = %key.0, partition = key.1, offset = p.next, error = %message,
+                    "the source does not have offsets the target has; partition paused");
+                self.metrics.error(&self.name);
+                p.needs_reset = true;
+                p.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+    }
+
     /// Every partition's position (for status and failover).
     pub fn statuses(&self) -> Vec<PartitionStatus> {
         self.parts
@@ -584,7 +694,7 @@ impl Link {
     }
 }
 
-fn status(source: &str, key: &Key, p: &Part) -> PartitionStatus {
+pub(crate) fn status(source: &str, key: &Key, p: &Part) -> PartitionStatus {
     PartitionStatus {
         source: source.to_string(),
         source_topic: key.0.clone(),
@@ -598,7 +708,7 @@ fn status(source: &str, key: &Key, p: &Part) -> PartitionStatus {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -642,12 +752,22 @@ struct WriteTo {
     end: i64,
 }
 
-/// Fetches every wanted partition, one request per source leader, all leaders at once.
-async fn fetch_all(
+/// Where a source group offset lands at the target, from the offset map.
+pub(crate) fn translate_offset(maps: &Maps, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+    match maps.get(&(topic.to_string(), partition))?.translate(offset) {
+        Translation::At(t) => Some(t),
+        Translation::NotYet | Translation::Before => None,
+    }
+}
+
+/// Fetches every wanted partition, one request per source leader, all leaders at once;
+/// `committed`: as a read_committed consumer.
+pub(crate) async fn fetch_all(
     source: Arc<Cluster>,
     wanted: Vec<(Key, i32, i64)>,
     max_bytes: i32,
     partition_max_bytes: i32,
+    committed: bool,
 ) -> Vec<(Key, Fetched)> {
     let mut by_leader: BTreeMap<i32, Vec<(Key, i64)>> = BTreeMap::new();
     for (key, leader, next) in wanted {
@@ -661,7 +781,7 @@ async fn fetch_all(
             req.max_wait_ms = FETCH_MAX_WAIT_MS;
             req.min_bytes = 1;
             req.max_bytes = max_bytes;
-            req.isolation_level = 0;
+            req.isolation_level = i8::from(committed);
             req.session_id = 0;
             req.session_epoch = -1;
             let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
@@ -694,8 +814,15 @@ async fn fetch_all(
                                 if p.error_code == 0 {
                                     Fetched::Data {
                                         records: p.records.unwrap_or_default(),
-                                        high_watermark: p.high_watermark,
+                                        high_watermark: if committed {
+                                            p.last_stable_offset
+                                        } else {
+                                            p.high_watermark
+                                        },
                                         log_start: p.log_start_offset,
+                                        aborted: crate::cluster::aborted_list(
+                                            p.aborted_transactions.as_deref(),
+                                        ),
                                     }
                                 } else {
                                     Fetched::Error {

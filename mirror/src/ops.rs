@@ -2,7 +2,8 @@
 //! or may not be running): `status` (per partition: source end, target end, lag in records and
 //! seconds) and `failover` (wait for the target to catch up while the source answers, carry the
 //! groups' offsets a last time, promote the mirror topics for writes, and report where each
-//! consumer group stands at the target).
+//! consumer group stands at the target). In translating mode the positions come from the
+//! checkpoint topic's offset map, and there is nothing to promote (target topics are ordinary).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,9 +16,11 @@ use trib_broker::log::batch::BatchHeader;
 use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{broker_list, MirrorConfig, Selection, SourceConfig};
+use crate::config::{broker_list, MirrorConfig, Mode, Selection, SourceConfig};
+use crate::link::translate_offset;
 use crate::metrics::PartitionStatus;
-use crate::{target_cluster, MirrorError};
+use crate::offset_map::{self, Maps};
+use crate::{resolve_mode, target_cluster, MirrorError};
 
 /// A mirror topic at the target and where it comes from.
 #[derive(Debug, Clone)]
@@ -70,6 +73,28 @@ async fn mirrored_topics(
     Ok(out)
 }
 
+/// The mirrored topics of `source` as the offset map knows them (translating mode).
+fn mapped_topics(maps: &Maps, source: &SourceConfig) -> Vec<Mirrored> {
+    let mut by_topic: BTreeMap<(String, String), Vec<i32>> = BTreeMap::new();
+    for ((tt, p), m) in maps {
+        if m.source == source.name {
+            by_topic
+                .entry((m.source_topic.clone(), tt.clone()))
+                .or_default()
+                .push(*p);
+        }
+    }
+    by_topic
+        .into_iter()
+        .map(|((source_topic, target_topic), partitions)| Mirrored {
+            source_topic,
+            target_topic,
+            partitions,
+            promoted: false,
+        })
+        .collect()
+}
+
 /// The first timestamp of the batch at `offset` in a source partition.
 async fn timestamp_at(source: &Cluster, topic: &str, partition: i32, offset: i64) -> Option<i64> {
     let mut fp = FetchPartition::default();
@@ -103,6 +128,10 @@ async fn timestamp_at(source: &Cluster, topic: &str, partition: i32, offset: i64
 /// shows `source_end` -1 and no lag.
 pub async fn status(cfg: &MirrorConfig) -> Result<Vec<PartitionStatus>, MirrorError> {
     let target = target_cluster(cfg);
+    if resolve_mode(cfg, &target).await? == Mode::Translate {
+        let maps = offset_map::load(&target, &cfg.checkpoint_topic).await?;
+        return status_translating(cfg, &maps).await;
+    }
     let mut out = Vec::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -150,6 +179,55 @@ pub async fn status(cfg: &MirrorConfig) -> Result<Vec<PartitionStatus>, MirrorEr
     Ok(out)
 }
 
+/// Translating mode: the target position is the source offset copied through, from the map;
+/// the source end is its last stable offset (what a read_committed copy can reach).
+async fn status_translating(
+    cfg: &MirrorConfig,
+    maps: &Maps,
+) -> Result<Vec<PartitionStatus>, MirrorError> {
+    let mut out = Vec::new();
+    let now = crate::link::now_ms();
+    for s in &cfg.sources {
+        let source = Cluster::new(&s.name, broker_list(&s.brokers));
+        for m in mapped_topics(maps, s) {
+            let ends = source
+                .stable_ends(None, &m.source_topic, &m.partitions)
+                .await
+                .ok();
+            for &p in &m.partitions {
+                let copied = maps
+                    .get(&(m.target_topic.clone(), p))
+                    .map_or(0, |pm| pm.next);
+                let source_end = ends.as_ref().and_then(|e| e.get(&p).copied()).unwrap_or(-1);
+                let lag_records = if source_end < 0 {
+                    0
+                } else {
+                    (source_end - copied).max(0)
+                };
+                let lag_seconds = if lag_records > 0 {
+                    timestamp_at(&source, &m.source_topic, p, copied)
+                        .await
+                        .map_or(0.0, |ts| ((now - ts).max(0) as f64) / 1000.0)
+                } else {
+                    0.0
+                };
+                out.push(PartitionStatus {
+                    source: s.name.clone(),
+                    source_topic: m.source_topic.clone(),
+                    target_topic: m.target_topic.clone(),
+                    partition: p,
+                    source_end,
+                    target_end: copied,
+                    lag_records,
+                    lag_seconds,
+                    promoted: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What a failover did.
 #[derive(Debug, Serialize)]
 pub struct FailoverReport {
@@ -171,6 +249,7 @@ pub async fn failover(
     wait: Duration,
 ) -> Result<FailoverReport, MirrorError> {
     let target = target_cluster(cfg);
+    let mode = resolve_mode(cfg, &target).await?;
     let wanted = |t: &str| only.is_empty() || only.iter().any(|o| o == t);
     // 1. While sources answer, wait for the target to hold everything they have.
     let deadline = Instant::now() + wait;
@@ -196,10 +275,22 @@ pub async fn failover(
         groups: BTreeMap::new(),
     };
     let mut promoted_topics = Vec::new();
+    let maps = if mode == Mode::Translate {
+        offset_map::load(&target, &cfg.checkpoint_topic).await?
+    } else {
+        Maps::new()
+    };
+    let translate = |t: &str, p: i32, o: i64| match mode {
+        Mode::Translate => translate_offset(&maps, t, p, o),
+        _ => Some(o),
+    };
     for s in &cfg.sources {
         let selection = s.selection().map_err(MirrorError::Config)?;
-        let mirrored: Vec<Mirrored> = mirrored_topics(&target, s, &selection)
-            .await?
+        let found = match mode {
+            Mode::Translate => mapped_topics(&maps, s),
+            _ => mirrored_topics(&target, s, &selection).await?,
+        };
+        let mirrored: Vec<Mirrored> = found
             .into_iter()
             .filter(|m| !m.promoted && wanted(&m.target_topic))
             .collect();
@@ -213,14 +304,25 @@ pub async fn failover(
                     .map(|m| (m.source_topic.clone(), m.target_topic.clone()))
                     .collect();
                 let groups = s.group_selection().map_err(MirrorError::Config)?;
-                crate::groups::sync(&source, &target, &groups, &topics, &mut Default::default())
-                    .await?;
+                crate::groups::sync(
+                    &source,
+                    &target,
+                    &groups,
+                    &topics,
+                    &translate,
+                    &mut Default::default(),
+                )
+                .await?;
             }
         } else {
             tracing::warn!(source = %s.name, "source does not answer: promoting with the offsets last synced");
         }
-        // 3. Promote.
+        // 3. Promote (translating mode: the target topics are already writable).
         for m in mirrored {
+            if mode == Mode::Translate {
+                promoted_topics.push(m.target_topic);
+                continue;
+            }
             target
                 .alter_topic_configs(
                     &m.target_topic,

@@ -346,7 +346,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The record's headers as (name, value) pairs; stops at the first malformed one.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + Clone + 'a {
         let mut cur = self.headers;
         let count = read_varint(&mut cur).unwrap_or(0).max(0);
         (0..count).map_while(move |_| {

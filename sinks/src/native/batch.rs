@@ -1,23 +1,18 @@
 //! Kafka v2 record batches built straight from events: each record is encoded into the
-//! partition's open batch as it arrives (no per-record allocation), and the batch is framed,
-//! compressed and checksummed once when it is sealed. Also Kafka's murmur2 partitioner.
+//! partition's open batch as it arrives (the broker's `BatchWriter`, no per-record allocation),
+//! and the batch is framed, compressed and checksummed once when it is sealed. Also Kafka's
+//! murmur2 partitioner.
 
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::Compressor;
+use bytes::{Bytes, BytesMut};
+use trib_broker::log::batch_writer::{self as bw, BatchWriter, ProducerStamp};
 use trib_pipelines::config::sinks::Compression;
 use trib_pipelines::event::Event;
 
-/// Bytes of the v2 batch header before the records.
-const HEADER: usize = 61;
-
 /// A partition's batch being filled.
 pub struct Builder {
-    records: BytesMut,
-    count: i32,
-    base_ts: i64,
-    max_ts: i64,
+    writer: BatchWriter,
     /// The events whose records are in the batch, finalized when it is acknowledged.
     pub events: Vec<Event>,
     pub opened: Instant,
@@ -30,50 +25,22 @@ pub struct Sealed {
     pub records: i32,
 }
 
-fn zigzag_len(v: i64) -> usize {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    let mut n = 1;
-    while z >= 0x80 {
-        z >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_zigzag(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.put_u8(z as u8);
-}
-
-fn bytes_len(b: Option<&[u8]>) -> usize {
-    match b {
-        Some(b) => zigzag_len(b.len() as i64) + b.len(),
-        None => zigzag_len(-1),
-    }
-}
-
-fn put_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
-    match b {
-        Some(b) => {
-            put_zigzag(out, b.len() as i64);
-            out.extend_from_slice(b);
-        }
-        None => put_zigzag(out, -1),
+/// The codec id a batch's attributes carry for `c`.
+fn codec(c: Compression) -> i16 {
+    match c {
+        Compression::None => bw::CODEC_NONE,
+        Compression::Gzip => bw::CODEC_GZIP,
+        Compression::Snappy => bw::CODEC_SNAPPY,
+        Compression::Lz4 => bw::CODEC_LZ4,
+        Compression::Zstd => bw::CODEC_ZSTD,
     }
 }
 
 impl Builder {
     /// A batch whose records go into `records` (a cleared buffer, reused across batches).
-    pub fn new(timestamp: i64, records: BytesMut) -> Self {
+    pub fn new(records: BytesMut) -> Self {
         Self {
-            records,
-            count: 0,
-            base_ts: timestamp,
-            max_ts: timestamp,
+            writer: BatchWriter::new(records),
             events: Vec::new(),
             opened: Instant::now(),
         }
@@ -81,38 +48,17 @@ impl Builder {
 
     /// Uncompressed bytes so far.
     pub fn size(&self) -> usize {
-        HEADER + self.records.len()
+        self.writer.size()
     }
 
     pub fn count(&self) -> i32 {
-        self.count
+        self.writer.count()
     }
 
     /// Appends one record (the event's body as value) and keeps the event.
     pub fn push(&mut self, e: Event, key: Option<&[u8]>, value: &[u8]) {
-        let ts_delta = e.timestamp_ms - self.base_ts;
-        let offset_delta = i64::from(self.count);
-        let mut body = 1 + zigzag_len(ts_delta) + zigzag_len(offset_delta);
-        body += bytes_len(key) + bytes_len(Some(value));
-        body += zigzag_len(e.headers.len() as i64);
-        for (k, v) in &e.headers {
-            body += bytes_len(Some(k.as_bytes())) + bytes_len(Some(v));
-        }
-        let out = &mut self.records;
-        out.reserve(body + 5);
-        put_zigzag(out, body as i64);
-        out.put_u8(0);
-        put_zigzag(out, ts_delta);
-        put_zigzag(out, offset_delta);
-        put_bytes(out, key);
-        put_bytes(out, Some(value));
-        put_zigzag(out, e.headers.len() as i64);
-        for (k, v) in &e.headers {
-            put_bytes(out, Some(k.as_bytes()));
-            put_bytes(out, Some(v));
-        }
-        self.max_ts = self.max_ts.max(e.timestamp_ms);
-        self.count += 1;
+        let headers = e.headers.iter().map(|(k, v)| (k.as_bytes(), Some(&v[..])));
+        self.writer.push(e.timestamp_ms, key, Some(value), headers);
         self.events.push(e);
     }
 
@@ -124,75 +70,23 @@ impl Builder {
         epoch: i16,
         sequence: i32,
     ) -> anyhow::Result<(Sealed, BytesMut)> {
-        let mut out = BytesMut::with_capacity(HEADER + self.records.len() / 2);
-        out.put_i64(0); // base offset
-        out.put_i32(0); // batch length, set below
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(2); // magic
-        out.put_u32(0); // crc, set below
-        let crc_from = out.len();
-        let codec: i16 = match compression {
-            Compression::None => 0,
-            Compression::Gzip => 1,
-            Compression::Snappy => 2,
-            Compression::Lz4 => 3,
-            Compression::Zstd => 4,
+        let records = self.writer.count();
+        let stamp = ProducerStamp {
+            producer_id,
+            epoch,
+            base_sequence: sequence,
+            transactional: false,
         };
-        out.put_i16(codec);
-        out.put_i32(self.count - 1);
-        out.put_i64(self.base_ts);
-        out.put_i64(self.max_ts);
-        out.put_i64(producer_id);
-        out.put_i16(epoch);
-        out.put_i32(sequence);
-        out.put_i32(self.count);
-        compress(compression, &self.records, &mut out)?;
-        let len = (out.len() - 12) as i32;
-        out[8..12].copy_from_slice(&len.to_be_bytes());
-        let crc = crc32c::crc32c(&out[crc_from..]);
-        out[crc_from - 4..crc_from].copy_from_slice(&crc.to_be_bytes());
-        let mut records = std::mem::take(&mut self.records);
-        records.clear();
+        let bytes = self.writer.seal(codec(compression), stamp)?;
         Ok((
             Sealed {
-                bytes: out.freeze(),
+                bytes,
                 events: self.events,
-                records: self.count,
+                records,
             },
-            records,
+            self.writer.into_buffer(),
         ))
     }
-}
-
-/// Appends `records` compressed with `codec` to `out`. LZ4 uses the fast mode (level 0) and
-/// no content checksum (the batch's CRC covers it), as librdkafka does; zstd level 3.
-fn compress(codec: Compression, records: &[u8], out: &mut BytesMut) -> anyhow::Result<()> {
-    use std::io::Write;
-    let copy = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(records);
-        Ok(())
-    };
-    use kafka_protocol::compression as c;
-    match codec {
-        Compression::None => out.extend_from_slice(records),
-        Compression::Lz4 => {
-            let mut enc = lz4::EncoderBuilder::new()
-                .level(0)
-                .block_mode(lz4::BlockMode::Independent)
-                .checksum(lz4::ContentChecksum::NoChecksum)
-                .build(out.writer())?;
-            enc.write_all(records)?;
-            let (_, r) = enc.finish();
-            r?;
-        }
-        Compression::Zstd => {
-            let compressed = zstd::bulk::compress(records, 3)?;
-            out.extend_from_slice(&compressed);
-        }
-        Compression::Gzip => c::Gzip::compress(out, copy)?,
-        Compression::Snappy => c::Snappy::compress(out, copy)?,
-    }
-    Ok(())
 }
 
 /// A sealed batch with another producer id, epoch and base sequence (after the broker lost the
@@ -278,7 +172,7 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            let mut b = Builder::new(1_000, BytesMut::new());
+            let mut b = Builder::new(BytesMut::new());
             for i in 0..50 {
                 let mut e = Event::raw(format!("value {i}"));
                 e.timestamp_ms = 1_000 + i;

@@ -405,13 +405,12 @@ impl Producer {
                 self.seal(&slot)?;
             }
             let part = self.parts.entry(slot.clone()).or_default();
-            let ts = e.timestamp_ms;
             let spare = &mut self.spare;
             let open = part.open.get_or_insert_with(|| {
                 let buf = spare
                     .pop()
                     .unwrap_or_else(|| BytesMut::with_capacity(max_bytes.min(1 << 20)));
-                Builder::new(ts, buf)
+                Builder::new(buf)
             });
             open.push(e, key_bytes, &body);
             self.pending += 1;
