@@ -538,7 +538,11 @@ impl Cluster {
         let resp: FindCoordinatorResponse =
             self.call(None, ApiKey::FindCoordinator, 3, &req).await?;
         if resp.error_code != 0 {
-            let what = if key_type == 0 { "group" } else { "transactional id" };
+            let what = if key_type == 0 {
+                "group"
+            } else {
+                "transactional id"
+            };
             return Err(self.kafka(
                 format!("coordinator of {what} {key}"),
                 resp.error_code,

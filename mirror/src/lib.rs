@@ -90,8 +90,15 @@ pub async fn run(cfg: MirrorConfig, stop: watch::Receiver<bool>) -> Result<(), M
         .map(|r| Arc::new(throttle::Throttle::new(r)));
     let mut tasks = Vec::new();
     for s in &cfg.sources {
-        let link = link::Link::new(s, &cfg, mode, target.clone(), metrics.clone(), throttle.clone())
-            .map_err(MirrorError::Config)?;
+        let link = link::Link::new(
+            s,
+            &cfg,
+            mode,
+            target.clone(),
+            metrics.clone(),
+            throttle.clone(),
+        )
+        .map_err(MirrorError::Config)?;
         tasks.push(tokio::spawn(link.run(stop.clone())));
     }
     for t in tasks {

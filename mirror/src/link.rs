@@ -30,8 +30,8 @@ use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{MirrorConfig, Mode, Selection, SourceConfig};
-use crate::offset_map::{Maps, Translation};
 use crate::metrics::{Metrics, PartitionStatus};
+use crate::offset_map::{Maps, Translation};
 use crate::throttle::Throttle;
 
 const FETCH_VERSION: i16 = 11;
@@ -517,7 +517,10 @@ impl Link {
             let Some(p) = self.parts.get(&key) else {
                 continue;
             };
-            let from_map = self.maps.get(&(p.target_topic.clone(), key.1)).map(|m| m.next);
+            let from_map = self
+                .maps
+                .get(&(p.target_topic.clone(), key.1))
+                .map(|m| m.next);
             let next = match from_map {
                 Some(n) => Ok(n),
                 None => self
@@ -535,7 +538,11 @@ impl Link {
                     p.acked_end = n;
                     p.needs_reset = false;
                     p.retry_at = None;
-                    let from = if from_map.is_some() { "the checkpoint" } else { "the source's log start" };
+                    let from = if from_map.is_some() {
+                        "the checkpoint"
+                    } else {
+                        "the source's log start"
+                    };
                     tracing::info!(source = %self.name, topic = %key.0, partition = key.1, offset = n, "copying from {from}");
                 }
                 Err(e) => {
@@ -753,7 +760,12 @@ struct WriteTo {
 }
 
 /// Where a source group offset lands at the target, from the offset map.
-pub(crate) fn translate_offset(maps: &Maps, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+pub(crate) fn translate_offset(
+    maps: &Maps,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<i64> {
     match maps.get(&(topic.to_string(), partition))?.translate(offset) {
         Translation::At(t) => Some(t),
         Translation::NotYet | Translation::Before => None,

@@ -120,7 +120,9 @@ impl PartitionMap {
         match self.runs.get(i) {
             Some(r) if r.0 <= s => Translation::At(r.1 + (s - r.0)),
             Some(r) => Translation::At(r.1),
-            None => self.target_end().map_or(Translation::NotYet, Translation::At),
+            None => self
+                .target_end()
+                .map_or(Translation::NotYet, Translation::At),
         }
     }
 }
@@ -196,7 +198,11 @@ pub async fn load(target: &Cluster, topic: &str) -> Result<Maps, ClusterError> {
         offset = next;
     }
     if bad > 0 {
-        tracing::warn!(topic, records = bad, "checkpoint records that are not the mirror's were ignored");
+        tracing::warn!(
+            topic,
+            records = bad,
+            "checkpoint records that are not the mirror's were ignored"
+        );
     }
     Ok(maps)
 }
@@ -235,13 +241,19 @@ mod tests {
         m.apply(&cp(30, 32, &[(30, 16, 2)]));
         assert_eq!(m.runs(), 2);
         assert_eq!(m.target_end(), Some(18));
-        assert_eq!(parse_key(key("a.b-c", 3).as_bytes()), Some(("a.b-c".into(), 3)));
+        assert_eq!(
+            parse_key(key("a.b-c", 3).as_bytes()),
+            Some(("a.b-c".into(), 3))
+        );
     }
 
     #[test]
     fn checkpoints_round_trip_as_json() {
         let c = cp(0, 5, &[(0, 7, 5)]);
         let j = serde_json::to_vec(&c).expect("encodes");
-        assert_eq!(serde_json::from_slice::<Checkpoint>(&j).expect("decodes"), c);
+        assert_eq!(
+            serde_json::from_slice::<Checkpoint>(&j).expect("decodes"),
+            c
+        );
     }
 }

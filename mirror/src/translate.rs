@@ -206,7 +206,9 @@ impl Link {
                         return;
                     }
                     next = r.offset + 1;
-                    let provenance = r.headers().filter(|(k, _)| *k == PROVENANCE_HEADER.as_bytes());
+                    let provenance = r
+                        .headers()
+                        .filter(|(k, _)| *k == PROVENANCE_HEADER.as_bytes());
                     if provenance
                         .clone()
                         .any(|(_, v)| v == Some(target_cluster.as_bytes()))
@@ -264,7 +266,8 @@ impl Link {
                 if p.acked_end >= p.source_end {
                     p.lag_seconds = 0.0;
                 }
-                self.metrics.position(crate::link::status(&self.name, &key, p));
+                self.metrics
+                    .position(crate::link::status(&self.name, &key, p));
                 continue;
             }
             plan.push(Planned {
@@ -379,7 +382,8 @@ impl Link {
                 if p.acked_end >= p.source_end {
                     p.lag_seconds = 0.0;
                 }
-                self.metrics.position(crate::link::status(&self.name, &key, p));
+                self.metrics
+                    .position(crate::link::status(&self.name, &key, p));
             }
         }
     }

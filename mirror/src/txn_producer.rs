@@ -196,10 +196,7 @@ impl TxnProducer {
                 t.partition_data.push(pd);
             }
             req.topic_data = topics.into_values().collect();
-            let resp: ProduceResponse = self
-                .target
-                .call(leader, ApiKey::Produce, 9, &req)
-                .await?;
+            let resp: ProduceResponse = self.target.call(leader, ApiKey::Produce, 9, &req).await?;
             let mut out = HashMap::new();
             for t in resp.responses {
                 for p in t.partition_responses {
@@ -248,6 +245,13 @@ impl TxnProducer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(self.failed(if commit { "EndTxn commit" } else { "EndTxn abort" }, last))
+        Err(self.failed(
+            if commit {
+                "EndTxn commit"
+            } else {
+                "EndTxn abort"
+            },
+            last,
+        ))
     }
 }

@@ -1,7 +1,8 @@
 //! The mirror between two real brokers on loopback (two "regions"): offsets, batches and gaps
 //! kept through kill -9 of the mirror and of the source broker; a consumer group that moves
-//! regions after failover; an active-active pair without loops; a target that refuses mirror
-//! writes.
+//! regions after failover; an active-active pair without loops; source transactions; and
+//! translating mode against a broker that refuses mirror writes (exactly once through kill -9,
+//! group offsets translated).
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -153,6 +154,83 @@ fn raw_log(b: &TestBroker, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// A busy producer (keys, headers, lz4 batches) on its own thread, going on through kills.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feeder {
+    fn start(b: &TestBroker, topic: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let bootstrap = b.bootstrap();
+        let topic = topic.to_string();
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("enable.idempotence", "true")
+                .set("compression.type", "lz4")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", "120000")
+                .set("log_level", "0")
+                .create()
+                .expect("producer");
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let key = format!("k{}", i % 97);
+                let payload = format!("order-{i}");
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "n",
+                    value: Some(&i.to_string()),
+                });
+                match p.send(
+                    BaseRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(headers),
+                ) {
+                    Ok(()) => i += 1,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+                if i.is_multiple_of(200) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            p.flush(Duration::from_secs(120)).expect("final flush");
+            acked2.store(i, Ordering::Relaxed);
+        });
+        Self {
+            stop,
+            acked,
+            thread,
+        }
+    }
+
+    /// Stops, waits for every record to be acknowledged, and returns how many were sent.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("feeder");
+        self.acked.load(Ordering::Relaxed)
+    }
+}
+
+/// A small random source (xorshift, seeded by the clock): `rand(n)` is in 0..n.
+fn rng() -> impl FnMut(u64) -> u64 {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64)
+        | 1;
+    move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 fn producer(b: &TestBroker) -> ThreadedProducer<DefaultProducerContext> {
     b.client_config()
         .set("enable.idempotence", "true")
@@ -197,56 +275,9 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
     let file = one_source(&dir, "east", &a, &b, "topics: [orders]");
     let mut mirror = start_mirror(&file);
 
-    // A busy producer (keys, headers, lz4 batches) that keeps going through the kills.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let bootstrap = a.bootstrap();
-    let (stop2, acked2) = (stop.clone(), acked.clone());
-    let feeder = std::thread::spawn(move || {
-        let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "120000")
-            .set("log_level", "0")
-            .create()
-            .expect("producer");
-        let mut i = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            let key = format!("k{}", i % 97);
-            let payload = format!("order-{i}");
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "n",
-                value: Some(&i.to_string()),
-            });
-            match p.send(
-                BaseRecord::to("orders")
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers),
-            ) {
-                Ok(()) => i += 1,
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-            if i.is_multiple_of(200) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        p.flush(Duration::from_secs(120)).expect("final flush");
-        acked2.store(i, Ordering::Relaxed);
-    });
-
+    let feeder = Feeder::start(&a, "orders");
     // Kill -9 the mirror and the source broker at random points.
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.as_nanos() as u64);
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rand = rng();
     for round in 0..6 {
         std::thread::sleep(Duration::from_millis(300 + rand(900)));
         if round % 2 == 0 {
@@ -260,12 +291,7 @@ async fn mirror_keeps_offsets_and_batches_through_kill9_of_mirror_and_source() {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().expect("feeder");
-    assert!(
-        acked.load(Ordering::Relaxed) > 1000,
-        "the producer made progress"
-    );
+    assert!(feeder.finish() > 1000, "the producer made progress");
 
     // The target catches up; then both logs are the same, batch for batch.
     for p in 0..3 {
@@ -492,24 +518,243 @@ async fn active_active_pair_does_not_loop() {
     m2.stop();
 }
 
+/// One record as a read_committed consumer sees it: key, value, headers, timestamp.
+type Rec = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+    i64,
+);
+
+/// Every record of one partition, read_committed, from the start to the end.
+fn committed_records(b: &TestBroker, topic: &str, partition: i32) -> Vec<Rec> {
+    let c: BaseConsumer = b
+        .client_config()
+        .set("group.id", "compare")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}/{partition} stalled"
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                use rdkafka::message::Headers;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    m.timestamp().to_millis().unwrap_or(-1),
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("consume failed: {e}"),
+            None => {}
+        }
+    }
+}
+
+fn cluster_id(b: &TestBroker) -> String {
+    let c: BaseConsumer = b.client_config().create().expect("client");
+    c.client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .expect("cluster id")
+}
+
+/// `trib mirror status --json`: (target topic, partition, lag in records) per partition.
+fn status(file: &Path) -> Vec<(String, i64, i64)> {
+    let out = std::process::Command::new(trib_e2e::trib_bin())
+        .args(["mirror", "status", "--json", "--config"])
+        .arg(file)
+        .output()
+        .expect("trib mirror status");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["target_topic"].as_str().unwrap_or_default().to_string(),
+                        s["partition"].as_i64().unwrap_or(-1),
+                        s["lag_records"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn target_without_mirror_writes_is_refused_with_a_clear_error() {
-    let a = TestBroker::start(&[]);
+async fn translating_mode_copies_exactly_once_through_kill9_and_translates_group_offsets() {
+    // The target is a broker with offset preservation off: the mirror must translate.
+    let mut a = TestBroker::start(&[]);
     let b = TestBroker::start(&["--no-mirror-writes"]);
+    a.create_topic("orders", 2, &[]).await;
+    let (a_id, b_id) = (cluster_id(&a), cluster_id(&b));
+    let t = Duration::from_secs(15);
+    // Source transactions on partition 0: committed, aborted, committed.
+    {
+        let p: ThreadedProducer<DefaultProducerContext> = a
+            .client_config()
+            .set("transactional.id", "orders-app")
+            .set("linger.ms", "1")
+            .create()
+            .expect("transactional producer");
+        p.init_transactions(t).expect("init");
+        for (name, n, commit) in [("c1", 5, true), ("ab", 3, false), ("c2", 2, true)] {
+            p.begin_transaction().expect("begin");
+            for i in 0..n {
+                p.send(
+                    BaseRecord::<str, str>::to("orders")
+                        .partition(0)
+                        .payload(&format!("{name}-{i}")),
+                )
+                .map_err(|(e, _)| e)
+                .expect("send");
+            }
+            if commit {
+                p.commit_transaction(t).expect("commit");
+            } else {
+                p.abort_transaction(t).expect("abort");
+            }
+        }
+    }
+    // A record that came from the target cluster: never copied back there.
+    {
+        let p = producer(&a);
+        p.send(
+            BaseRecord::to("orders")
+                .partition(1)
+                .key("looped")
+                .payload("from-b")
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "trib.mirror.source",
+                    value: Some(b_id.as_bytes()),
+                })),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+        p.flush(t).expect("flush");
+    }
     let dir = tempfile::tempdir().expect("dir");
-    let file = one_source(&dir, "east", &a, &b, "topics: [t]");
-    let mut m = start_mirror(&file);
-    assert!(
-        !m.wait_exit(Duration::from_secs(30)),
-        "the mirror must fail"
+    let file = one_source(&dir, "east", &a, &b, "topics: [orders]");
+    let mut mirror = start_mirror(&file);
+    mirror.wait_log("transactional copy ready", Duration::from_secs(30));
+
+    // Busy traffic, a group reading part of it at the source, and kill -9 of the mirror (and
+    // once of the source) at random points.
+    let feeder = Feeder::start(&a, "orders");
+    let mut rand = rng();
+    let mut read_at_a = Vec::new();
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(300 + rand(900)));
+        if round == 1 {
+            read_at_a = consume_group(&a, "orders", "billing", 400);
+        }
+        if round == 3 {
+            a.kill9();
+            std::thread::sleep(Duration::from_millis(rand(300)));
+            a.restart();
+        } else {
+            mirror.kill9();
+            std::thread::sleep(Duration::from_millis(rand(300)));
+            mirror = start_mirror(&file);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(feeder.finish() > 1000, "the producer made progress");
+
+    // Caught up: every partition's map reaches the source's stable end.
+    poll_until(
+        Duration::from_secs(90),
+        || status(&file),
+        |s| s.len() == 2 && s.iter().all(|(_, _, lag)| *lag == 0),
+        |s| format!("status {s:?}\n{}", mirror.log_text()),
     );
-    let log = m.log_text();
-    assert!(
-        log.contains("does not accept offset-preserving mirror writes"),
-        "{log}"
+    // Record for record: what the source committed is at the target once, in order, with
+    // key, value, headers and timestamp, plus the provenance header; nothing else.
+    for p in 0..2 {
+        let mut src = committed_records(&a, "orders", p);
+        let dst = committed_records(&b, "orders", p);
+        src.retain(|r| r.0.as_deref() != Some(b"looped"));
+        let stripped: Vec<Rec> = dst
+            .into_iter()
+            .map(|(k, v, mut h, ts)| {
+                let last = h.pop();
+                assert_eq!(
+                    last,
+                    Some((
+                        "trib.mirror.source".to_string(),
+                        Some(a_id.as_bytes().to_vec())
+                    )),
+                    "partition {p}: provenance header"
+                );
+                (k, v, h, ts)
+            })
+            .collect();
+        assert_eq!(src.len(), stripped.len(), "partition {p}: record count");
+        for (i, (s, d)) in src.iter().zip(&stripped).enumerate() {
+            assert_eq!(s, d, "partition {p}: record {i}");
+        }
+    }
+    let values: BTreeSet<String> = (0..2)
+        .flat_map(|p| committed_records(&b, "orders", p))
+        .filter_map(|r| r.1.map(|v| String::from_utf8_lossy(&v).to_string()))
+        .collect();
+    assert!(values.contains("c2-1") && !values.contains("ab-0") && !values.contains("from-b"));
+
+    // The group moves regions: its position is translated through the offset map, so it
+    // reads every remaining record once.
+    read_at_a.retain(|v| v != "from-b");
+    let total = values.len();
+    failover(&file, &["--wait", "10s"]);
+    mirror.stop();
+    let rest = consume_group(&b, "orders", "billing", total - read_at_a.len());
+    let mut all: Vec<String> = read_at_a.iter().chain(&rest).cloned().collect();
+    all.sort();
+    let unique: BTreeSet<String> = all.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "no record read twice across regions"
     );
-    assert!(log.contains("translating mode is not built yet"), "{log}");
-    // And the broker refuses mirror topics outright.
+    assert_eq!(unique, values, "no record skipped across regions");
+
+    // mode: preserve refuses such a target, and the broker refuses mirror topics outright.
+    let strict = mirror_file(
+        &dir,
+        "strict.yaml",
+        &format!(
+            "sources:\n  - name: east\n    brokers: {}\n    topics: [orders]\ntarget:\n  brokers: {}\nmode: preserve\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
+    let mut m = start_mirror(&strict);
+    assert!(!m.wait_exit(Duration::from_secs(30)), "preserve must fail");
+    assert!(
+        m.log_text()
+            .contains("mode: preserve needs a Tributary target"),
+        "{}",
+        m.log_text()
+    );
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         b.client_config().create().expect("admin");
     let t = rdkafka::admin::NewTopic::new("m", 1, rdkafka::admin::TopicReplication::Fixed(1))

@@ -242,7 +242,10 @@ mod tests {
             let b = w.seal(codec, stamp).expect("seals");
             assert_eq!(w.count(), 0);
             let hd = BatchHeader::parse(&b).expect("parses");
-            assert_eq!((hd.record_count, hd.base_sequence, hd.producer_id), (2, 40, 7));
+            assert_eq!(
+                (hd.record_count, hd.base_sequence, hd.producer_id),
+                (2, 40, 7)
+            );
             assert!(hd.is_transactional());
             assert_eq!(hd.compression(), codec);
             assert_eq!((hd.base_timestamp, hd.max_timestamp), (1_000, 1_000));
