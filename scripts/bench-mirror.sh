@@ -9,7 +9,11 @@
 #      the running mirror copies, while `trib mirror status --json` samples the lag in seconds
 #      (age of the oldest record at A not yet at B) every 250 ms; max and 99th percentile.
 # Usage: scripts/bench-mirror.sh [RECORDS]   (default 1000000, about 1 GiB; TRIB_BIN=path skips the build)
+# MODE=translate runs B with --no-mirror-writes, so the mirror re-produces records in
+# transactions with its offset map (translating mode); catching up is then read from
+# `trib mirror status` (B's offsets differ from A's).
 N="${1:-1000000}"
+MODE="${MODE:-preserve}"
 source "$(dirname "$0")/bench-common.sh" mbench
 bench_python
 A=127.0.0.1:29601
@@ -17,7 +21,9 @@ B=127.0.0.1:29602
 
 for side in A B; do
     addr=${!side}
-    "$T" broker --listen "$addr" --data-dir "$WORK/$side" --no-http >"$WORK/$side.log" 2>&1 &
+    extra=()
+    if [ "$side" = B ] && [ "$MODE" = translate ]; then extra=(--no-mirror-writes); fi
+    "$T" broker --listen "$addr" --data-dir "$WORK/$side" --no-http "${extra[@]}" >"$WORK/$side.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do "$T" topic list -b "$addr" >/dev/null 2>&1 && break; sleep 0.1; done
 done
@@ -42,22 +48,32 @@ target:
   brokers: $B
 sync_interval_ms: 1000
 YAML
-echo "== 2. mirror throughput"
+echo "== 2. mirror throughput ($MODE)"
 START=$("$PY" -c 'import time; print(time.time())')
 "$T" mirror --config "$WORK/mirror.yaml" >"$WORK/mirror.log" 2>&1 &
 MPID=$!
 PIDS+=($MPID)
-"$PY" - "$A" "$B" "$START" "$N" <<'PYEOF'
-import sys, time
+"$PY" - "$A" "$B" "$START" "$N" "$MODE" "$T" "$WORK/mirror.yaml" <<'PYEOF'
+import json, subprocess, sys, time
 from confluent_kafka import Consumer, TopicPartition
-a, b, start, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+a, b, start, n, mode, t, cfg = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
 ca = Consumer({"bootstrap.servers": a, "group.id": "x"})
 cb = Consumer({"bootstrap.servers": b, "group.id": "x"})
 end = ca.get_watermark_offsets(TopicPartition("m1", 0), timeout=10)[1]
+
+def copied():
+    if mode != "translate":
+        return cb.get_watermark_offsets(TopicPartition("m1", 0), timeout=10)[1]
+    out = subprocess.run([t, "mirror", "status", "--json", "-c", cfg], capture_output=True, text=True)
+    for s in json.loads(out.stdout or "[]"):
+        if s["source_topic"] == "m1":
+            return s["target_end"]
+    return -1
+
 deadline = time.time() + 600
 while time.time() < deadline:
     try:
-        got = cb.get_watermark_offsets(TopicPartition("m1", 0), timeout=10)[1]
+        got = copied()
     except Exception:
         got = -1
     if got >= end:
