@@ -21,7 +21,7 @@ pub fn committed_batches(
 ) -> i64 {
     let mut pending: Vec<(i64, i64)> = aborted.to_vec();
     // Popped from the back: lowest first offset last.
-    pending.sort_by(|a, b| b.1.cmp(&a.1));
+    pending.sort_by_key(|a| std::cmp::Reverse(a.1));
     let mut aborting: HashSet<i64> = HashSet::new();
     let mut at = 0usize;
     let mut next = from;

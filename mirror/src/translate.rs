@@ -30,6 +30,10 @@ pub const PROVENANCE_HEADER: &str = "trib.mirror.source";
 /// Bytes a record adds to a batch beyond its key and value, for the size cap.
 const RECORD_OVERHEAD: usize = 96;
 
+/// A committed partition of a round: (source key, target partition, its checkpoint, records,
+/// bytes).
+type Done = (Key, (String, i32), Checkpoint, u64, u64);
+
 /// One partition's share of a round.
 struct Planned {
     key: Key,
@@ -135,7 +139,10 @@ impl Link {
 
     async fn ensure_checkpoint_topic(&mut self) -> Result<(), ClusterError> {
         let name = self.checkpoint_topic.clone();
-        let meta = self.target.metadata(Some(&[name.clone()])).await?;
+        let meta = self
+            .target
+            .metadata(Some(std::slice::from_ref(&name)))
+            .await?;
         if !meta.topics.contains_key(&name) {
             let configs: BTreeMap<String, String> = [
                 ("retention.ms".to_string(), "-1".to_string()),
@@ -145,7 +152,10 @@ impl Link {
             self.target.create_topic(&name, 1, &configs).await?;
             tracing::info!(topic = %name, "checkpoint topic created");
         }
-        let meta = self.target.metadata(Some(&[name.clone()])).await?;
+        let meta = self
+            .target
+            .metadata(Some(std::slice::from_ref(&name)))
+            .await?;
         self.checkpoint_leader = meta
             .topics
             .get(&name)
@@ -291,7 +301,7 @@ impl Link {
         &mut self,
         producer: &mut TxnProducer,
         plan: Vec<Planned>,
-    ) -> Result<Vec<(Key, (String, i32), Checkpoint, u64, u64)>, ClusterError> {
+    ) -> Result<Vec<Done>, ClusterError> {
         let seal_err = |e: trib_broker::log::batch_writer::SealError| ClusterError::Kafka {
             cluster: self.target.name.clone(),
             what: "sealing a batch".into(),
@@ -371,7 +381,7 @@ impl Link {
     }
 
     /// A committed round: maps and positions move on.
-    fn committed(&mut self, done: Vec<(Key, (String, i32), Checkpoint, u64, u64)>) {
+    fn committed(&mut self, done: Vec<Done>) {
         for (key, tkey, c, records, bytes) in done {
             self.metrics.copied(&self.name, bytes, records, 1);
             let next = c.next;
