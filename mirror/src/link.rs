@@ -190,6 +190,32 @@ impl Link {
             .collect()
     }
 
+    /// Runs the sync step when `next_sync` has passed (a failure is logged, counted and retried
+    /// at the next interval).
+    pub(crate) async fn sync_if_due(&mut self, next_sync: &mut Instant) {
+        if Instant::now() < *next_sync {
+            return;
+        }
+        if let Err(e) = self.sync().await {
+            tracing::warn!(source = %self.name, error = %e, "mirror sync failed; retrying");
+            self.metrics.error(&self.name);
+        }
+        *next_sync = Instant::now() + self.sync_interval;
+    }
+
+    /// Translating mode: a partition's copy reached source offset `next` (committed, or only
+    /// markers and skipped records since); its position and lag follow.
+    pub(crate) fn copied_through(&mut self, key: &Key, next: i64) {
+        if let Some(p) = self.parts.get_mut(key) {
+            p.next = next;
+            p.acked_end = next;
+            if p.acked_end >= p.source_end {
+                p.lag_seconds = 0.0;
+            }
+            self.metrics.position(status(&self.name, key, p));
+        }
+    }
+
     async fn run_preserving(mut self, mut stop: watch::Receiver<bool>) {
         let mut next_sync = Instant::now();
         let mut inflight: Option<BoxFuture<'static, Written>> = None;
@@ -197,13 +223,7 @@ impl Link {
             if *stop.borrow() {
                 break;
             }
-            if Instant::now() >= next_sync {
-                if let Err(e) = self.sync().await {
-                    tracing::warn!(source = %self.name, error = %e, "mirror sync failed; retrying");
-                    self.metrics.error(&self.name);
-                }
-                next_sync = Instant::now() + self.sync_interval;
-            }
+            self.sync_if_due(&mut next_sync).await;
             self.reset_positions().await;
             let wanted = self.wanted();
             if wanted.is_empty() && inflight.is_none() {

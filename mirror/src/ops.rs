@@ -8,9 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 use trib_broker::log::batch::BatchHeader;
 use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
@@ -97,31 +94,49 @@ fn mapped_topics(maps: &Maps, source: &SourceConfig) -> Vec<Mirrored> {
 
 /// The first timestamp of the batch at `offset` in a source partition.
 async fn timestamp_at(source: &Cluster, topic: &str, partition: i32, offset: i64) -> Option<i64> {
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.current_leader_epoch = -1;
-    fp.fetch_offset = offset;
-    fp.log_start_offset = -1;
-    fp.partition_max_bytes = 1;
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions.push(fp);
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = 0;
-    req.min_bytes = 0;
-    req.max_bytes = 1;
-    req.session_epoch = -1;
-    req.topics.push(t);
-    let resp: FetchResponse = source.call(None, ApiKey::Fetch, 11, &req).await.ok()?;
-    let records = resp
-        .responses
-        .first()?
-        .partitions
-        .first()?
-        .records
-        .clone()?;
-    BatchHeader::parse(&records).ok().map(|h| h.base_timestamp)
+    let f = source
+        .fetch_one(None, topic, partition, offset, 1, false)
+        .await
+        .ok()?;
+    BatchHeader::parse(&f.records)
+        .ok()
+        .map(|h| h.base_timestamp)
+}
+
+/// One partition's status row: lag from the source's end and the position copied through
+/// (`source_end` -1: the source did not answer, no lag).
+async fn row(
+    source: &Cluster,
+    source_name: &str,
+    m: &Mirrored,
+    partition: i32,
+    source_end: i64,
+    copied: i64,
+    now: i64,
+) -> PartitionStatus {
+    let lag_records = if source_end < 0 {
+        0
+    } else {
+        (source_end - copied).max(0)
+    };
+    let lag_seconds = if lag_records > 0 {
+        timestamp_at(source, &m.source_topic, partition, copied)
+            .await
+            .map_or(0.0, |ts| ((now - ts).max(0) as f64) / 1000.0)
+    } else {
+        0.0
+    };
+    PartitionStatus {
+        source: source_name.to_string(),
+        source_topic: m.source_topic.clone(),
+        target_topic: m.target_topic.clone(),
+        partition,
+        source_end,
+        target_end: copied,
+        lag_records,
+        lag_seconds,
+        promoted: m.promoted,
+    }
 }
 
 /// Every mirrored partition of every source, from both clusters. A source that does not answer
@@ -133,9 +148,7 @@ pub async fn status(cfg: &MirrorConfig) -> Result<Vec<PartitionStatus>, MirrorEr
         return status_translating(cfg, &maps).await;
     }
     let mut out = Vec::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::link::now_ms();
     for s in &cfg.sources {
         let selection = s.selection().map_err(MirrorError::Config)?;
         let source = Cluster::new(&s.name, broker_list(&s.brokers));
@@ -150,29 +163,7 @@ pub async fn status(cfg: &MirrorConfig) -> Result<Vec<PartitionStatus>, MirrorEr
             for &p in &m.partitions {
                 let target_end = tend.get(&p).copied().unwrap_or(-1);
                 let source_end = send.as_ref().and_then(|e| e.get(&p).copied()).unwrap_or(-1);
-                let lag_records = if source_end < 0 {
-                    0
-                } else {
-                    (source_end - target_end).max(0)
-                };
-                let lag_seconds = if lag_records > 0 {
-                    timestamp_at(&source, &m.source_topic, p, target_end)
-                        .await
-                        .map_or(0.0, |ts| ((now - ts).max(0) as f64) / 1000.0)
-                } else {
-                    0.0
-                };
-                out.push(PartitionStatus {
-                    source: s.name.clone(),
-                    source_topic: m.source_topic.clone(),
-                    target_topic: m.target_topic.clone(),
-                    partition: p,
-                    source_end,
-                    target_end,
-                    lag_records,
-                    lag_seconds,
-                    promoted: m.promoted,
-                });
+                out.push(row(&source, &s.name, &m, p, source_end, target_end, now).await);
             }
         }
     }
@@ -199,29 +190,7 @@ async fn status_translating(
                     .get(&(m.target_topic.clone(), p))
                     .map_or(0, |pm| pm.next);
                 let source_end = ends.as_ref().and_then(|e| e.get(&p).copied()).unwrap_or(-1);
-                let lag_records = if source_end < 0 {
-                    0
-                } else {
-                    (source_end - copied).max(0)
-                };
-                let lag_seconds = if lag_records > 0 {
-                    timestamp_at(&source, &m.source_topic, p, copied)
-                        .await
-                        .map_or(0.0, |ts| ((now - ts).max(0) as f64) / 1000.0)
-                } else {
-                    0.0
-                };
-                out.push(PartitionStatus {
-                    source: s.name.clone(),
-                    source_topic: m.source_topic.clone(),
-                    target_topic: m.target_topic.clone(),
-                    partition: p,
-                    source_end,
-                    target_end: copied,
-                    lag_records,
-                    lag_seconds,
-                    promoted: false,
-                });
+                out.push(row(&source, &s.name, &m, p, source_end, copied, now).await);
             }
         }
     }

@@ -58,13 +58,7 @@ impl Link {
             if *stop.borrow() {
                 break;
             }
-            if Instant::now() >= next_sync {
-                if let Err(e) = self.sync().await {
-                    tracing::warn!(source = %self.name, error = %e, "mirror sync failed; retrying");
-                    self.metrics.error(&self.name);
-                }
-                next_sync = Instant::now() + self.sync_interval;
-            }
+            self.sync_if_due(&mut next_sync).await;
             if !ready {
                 match self.start_translating(&mut producer).await {
                     Ok(()) => ready = true,
@@ -271,13 +265,7 @@ impl Link {
             }
             if writer.count() == 0 {
                 // Only markers, aborted or looped records: nothing to write, the position moves.
-                p.next = next;
-                p.acked_end = next;
-                if p.acked_end >= p.source_end {
-                    p.lag_seconds = 0.0;
-                }
-                self.metrics
-                    .position(crate::link::status(&self.name, &key, p));
+                self.copied_through(&key, next);
                 continue;
             }
             plan.push(Planned {
@@ -384,17 +372,8 @@ impl Link {
     fn committed(&mut self, done: Vec<Done>) {
         for (key, tkey, c, records, bytes) in done {
             self.metrics.copied(&self.name, bytes, records, 1);
-            let next = c.next;
             self.maps.entry(tkey).or_default().apply(&c);
-            if let Some(p) = self.parts.get_mut(&key) {
-                p.next = next;
-                p.acked_end = next;
-                if p.acked_end >= p.source_end {
-                    p.lag_seconds = 0.0;
-                }
-                self.metrics
-                    .position(crate::link::status(&self.name, &key, p));
-            }
+            self.copied_through(&key, c.next);
         }
     }
 }
