@@ -1,6 +1,6 @@
 //! The client side of the wire: one connection to a Kafka-protocol broker, a request, then its
 //! response, with sizes bounded and a deadline. Used by the native producer (sinks) and the
-//! mirror, which keep one request in flight per connection.
+//! mirror; one request at a time, or several pipelined (`call_many`).
 
 use std::time::Duration;
 
@@ -67,8 +67,26 @@ impl Conn {
         version: i16,
         req: &Q,
     ) -> Result<R, CallError> {
+        let mut answers = self
+            .call_many(api, version, std::slice::from_ref(req))
+            .await?;
+        answers.pop().ok_or_else(|| CallError::Protocol {
+            addr: self.addr.clone(),
+            reason: "no answer".into(),
+        })
+    }
+
+    /// Sends every request of `reqs` back to back on this connection (pipelined), then decodes
+    /// their answers in order. A broker serves one connection's requests in the order they
+    /// came, so batches for the same partition in successive requests are appended in order.
+    pub async fn call_many<Q: Encodable, R: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        reqs: &[Q],
+    ) -> Result<Vec<R>, CallError> {
         let addr = self.addr.clone();
-        match tokio::time::timeout(DEADLINE, self.exchange(api, version, req)).await {
+        match tokio::time::timeout(DEADLINE, self.exchange(api, version, reqs)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout { addr }),
         }
@@ -78,45 +96,66 @@ impl Conn {
         &mut self,
         api: ApiKey,
         version: i16,
-        req: &Q,
-    ) -> Result<R, CallError> {
+        reqs: &[Q],
+    ) -> Result<Vec<R>, CallError> {
+        let addr = self.addr.clone();
         let protocol = |reason: String| CallError::Protocol {
-            addr: self.addr.clone(),
+            addr: addr.clone(),
             reason,
         };
-        self.correlation = self.correlation.wrapping_add(1);
-        self.out.clear();
-        crate::wire::encode_request(
-            &mut self.out,
-            api,
-            version,
-            self.correlation,
-            self.client_id,
-            req,
-        )
-        .map_err(protocol)?;
         let io = |source| CallError::Io {
-            addr: self.addr.clone(),
+            addr: addr.clone(),
             source,
         };
-        self.stream.write_all(&self.out).await.map_err(io)?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await.map_err(io)?;
-        let size = i32::from_be_bytes(len);
-        if size < 0 || size as usize > MAX_RESPONSE {
-            return Err(protocol(format!("response of {size} bytes")));
+        let first = self.correlation.wrapping_add(1);
+        self.out.clear();
+        for req in reqs {
+            self.correlation = self.correlation.wrapping_add(1);
+            crate::wire::encode_request(
+                &mut self.out,
+                api,
+                version,
+                self.correlation,
+                self.client_id,
+                req,
+            )
+            .map_err(protocol)?;
         }
-        let mut body = vec![0u8; size as usize];
-        self.stream.read_exact(&mut body).await.map_err(io)?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
-            .map_err(|e| protocol(e.to_string()))?;
-        if header.correlation_id != self.correlation {
-            return Err(protocol(format!(
-                "correlation id {} answers request {}",
-                header.correlation_id, self.correlation
-            )));
-        }
-        R::decode(&mut body, version).map_err(|e| protocol(e.to_string()))
+        let (mut rd, mut wr) = self.stream.split();
+        let out = &self.out;
+        // Written while the answers are read, so a broker that stops reading until it has
+        // answered cannot stall a long pipeline.
+        let send = async {
+            wr.write_all(out).await.map_err(io)?;
+            Ok::<(), CallError>(())
+        };
+        let receive = async {
+            let mut answers = Vec::with_capacity(reqs.len());
+            for i in 0..reqs.len() {
+                let mut len = [0u8; 4];
+                rd.read_exact(&mut len).await.map_err(io)?;
+                let size = i32::from_be_bytes(len);
+                if size < 0 || size as usize > MAX_RESPONSE {
+                    return Err(protocol(format!("response of {size} bytes")));
+                }
+                let mut body = vec![0u8; size as usize];
+                rd.read_exact(&mut body).await.map_err(io)?;
+                let mut body = Bytes::from(body);
+                let header =
+                    ResponseHeader::decode(&mut body, api.response_header_version(version))
+                        .map_err(|e| protocol(e.to_string()))?;
+                let expected = first.wrapping_add(i as i32);
+                if header.correlation_id != expected {
+                    return Err(protocol(format!(
+                        "correlation id {} answers request {expected}",
+                        header.correlation_id
+                    )));
+                }
+                answers.push(R::decode(&mut body, version).map_err(|e| protocol(e.to_string()))?);
+            }
+            Ok(answers)
+        };
+        let ((), answers) = futures::try_join!(send, receive)?;
+        Ok(answers)
     }
 }

@@ -129,6 +129,23 @@ impl Cluster {
         version: i16,
         req: &Q,
     ) -> Result<R, ClusterError> {
+        let mut answers = self
+            .call_many_addr(addr, api, version, std::slice::from_ref(req))
+            .await?;
+        answers.pop().ok_or_else(|| ClusterError::Unreachable {
+            cluster: self.name.clone(),
+            last: format!("{addr}: no answer"),
+        })
+    }
+
+    /// Sends `reqs` pipelined on one connection to the broker at `addr`; answers in order.
+    async fn call_many_addr<Q: Encodable, R: Decodable>(
+        &self,
+        addr: &str,
+        api: ApiKey,
+        version: i16,
+        reqs: &[Q],
+    ) -> Result<Vec<R>, ClusterError> {
         let pooled = self
             .idle
             .lock()
@@ -145,7 +162,7 @@ impl Cluster {
                 })?,
         };
         let r = conn
-            .call(api, version, req)
+            .call_many(api, version, reqs)
             .await
             .map_err(|source| ClusterError::Call {
                 cluster: self.name.clone(),
@@ -167,6 +184,25 @@ impl Cluster {
         version: i16,
         req: &Q,
     ) -> Result<R, ClusterError> {
+        let mut answers = self
+            .call_many(node, api, version, std::slice::from_ref(req))
+            .await?;
+        answers.pop().ok_or_else(|| ClusterError::Unreachable {
+            cluster: self.name.clone(),
+            last: "no answer".into(),
+        })
+    }
+
+    /// Sends `reqs` pipelined on one connection to node `node` (or a bootstrap broker for
+    /// `None`) and returns their answers in order: the broker appends what they carry in that
+    /// order.
+    pub async fn call_many<Q: Encodable, R: Decodable>(
+        &self,
+        node: Option<i32>,
+        api: ApiKey,
+        version: i16,
+        reqs: &[Q],
+    ) -> Result<Vec<R>, ClusterError> {
         let addr = node.and_then(|n| {
             self.nodes
                 .lock()
@@ -175,11 +211,11 @@ impl Cluster {
                 .cloned()
         });
         if let Some(addr) = addr {
-            return self.call_addr(&addr, api, version, req).await;
+            return self.call_many_addr(&addr, api, version, reqs).await;
         }
         let mut last = String::from("no bootstrap broker");
         for addr in &self.bootstrap {
-            match self.call_addr(addr, api, version, req).await {
+            match self.call_many_addr(addr, api, version, reqs).await {
                 Ok(r) => return Ok(r),
                 Err(e) => last = e.to_string(),
             }

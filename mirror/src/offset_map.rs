@@ -27,6 +27,20 @@ impl Run {
     }
 }
 
+/// Appends `r` to `runs`, merging it into the last run when both offsets continue it.
+pub fn push_run(runs: &mut Vec<Run>, r: Run) {
+    if r.2 <= 0 {
+        return;
+    }
+    if let Some(last) = runs.last_mut() {
+        if last.source_end() == r.0 && last.1 + last.2 == r.1 {
+            last.2 += r.2;
+            return;
+        }
+    }
+    runs.push(r);
+}
+
 /// One checkpoint record's value (JSON); its key is `<target topic>/<partition>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -86,16 +100,7 @@ impl PartitionMap {
     }
 
     fn push(&mut self, r: Run) {
-        if r.2 <= 0 {
-            return;
-        }
-        if let Some(last) = self.runs.last_mut() {
-            if last.source_end() == r.0 && last.1 + last.2 == r.1 {
-                last.2 += r.2;
-                return;
-            }
-        }
-        self.runs.push(r);
+        push_run(&mut self.runs, r);
     }
 
     /// The target offset after the last copied record.

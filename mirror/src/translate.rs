@@ -10,7 +10,7 @@
 //! checkpoint, so nothing is missing or doubled. A record that already carries the target
 //! cluster in a provenance header came from there and is never copied back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,8 +20,9 @@ use trib_broker::log::batch_writer::BatchWriter;
 
 use crate::cluster::ClusterError;
 use crate::committed::committed_batches;
+use crate::link::fetch_all;
 use crate::link::{now_ms, Fetched, Key, Link};
-use crate::offset_map::{self, Checkpoint, Run};
+use crate::offset_map::{self, push_run, Checkpoint, Run};
 use crate::txn_producer::{TxnProducer, Write};
 
 /// The header each copied record gains: the cluster id it was copied from.
@@ -34,32 +35,55 @@ const RECORD_OVERHEAD: usize = 96;
 /// bytes).
 type Done = (Key, (String, i32), Checkpoint, u64, u64);
 
-/// One partition's share of a round.
+/// Up to `batch_max_bytes` of a partition's records, re-encoded into one batch.
+struct Chunk {
+    writer: BatchWriter,
+    /// (source offset, index in the batch, count) runs.
+    runs: Vec<Run>,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        Self {
+            writer: BatchWriter::new(BytesMut::new()),
+            runs: Vec::new(),
+        }
+    }
+}
+
+/// One partition's share of a round: every record of its fetch, in batches of at most
+/// `batch_max_bytes`.
 struct Planned {
     key: Key,
     target_topic: String,
     leader: Option<i32>,
     from: i64,
     next: i64,
-    writer: BatchWriter,
+    chunks: Vec<Chunk>,
     codec: i16,
-    /// (source offset, index in the batch) runs.
-    runs: Vec<Run>,
+    records: u64,
     bytes: u64,
 }
 
+/// A fetch started before the round it feeds: the offset each partition was fetched from, and
+/// the answers.
+type Prefetched = (HashMap<Key, i64>, Vec<(Key, Fetched)>);
+
 impl Link {
-    /// Copies until `stop` turns true.
+    /// Copies until `stop` turns true. The fetch for the next round runs while the current
+    /// round's transaction is written and committed.
     pub(crate) async fn run_translating(mut self, mut stop: watch::Receiver<bool>) {
         let mut producer = TxnProducer::new(self.target.clone(), self.txn_id.clone());
         let mut ready = false;
         let mut next_sync = Instant::now();
+        let mut prefetched: Option<Prefetched> = None;
         loop {
             if *stop.borrow() {
                 break;
             }
             self.sync_if_due(&mut next_sync).await;
             if !ready {
+                prefetched = None;
                 match self.start_translating(&mut producer).await {
                     Ok(()) => ready = true,
                     Err(e) => {
@@ -74,28 +98,41 @@ impl Link {
                 }
             }
             self.reset_positions().await;
-            let wanted = self.wanted();
-            if wanted.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.sync_interval.min(Duration::from_millis(500))) => {}
-                    _ = stop.changed() => {}
+            let fetched = match prefetched.take() {
+                Some((starts, mut fetched)) => {
+                    // Only answers fetched from where each partition now stands.
+                    fetched.retain(|(k, _)| {
+                        let p = self.parts.get(k);
+                        p.is_some_and(|p| !p.needs_reset && starts.get(k) == Some(&p.next))
+                    });
+                    fetched
                 }
-                continue;
-            }
-            let fetch = crate::link::fetch_all(
-                self.source.clone(),
-                wanted,
-                self.fetch_max_bytes,
-                self.partition_max_bytes,
-                true,
-            );
-            let fetched = tokio::select! {
-                f = fetch => f,
-                _ = stop.changed() => break,
+                None => {
+                    let wanted = self.wanted();
+                    if wanted.is_empty() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.sync_interval.min(Duration::from_millis(500))) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                    let fetch = fetch_all(
+                        self.source.clone(),
+                        wanted,
+                        self.fetch_max_bytes,
+                        self.partition_max_bytes,
+                        true,
+                    );
+                    tokio::select! {
+                        f = fetch => f,
+                        _ = stop.changed() => break,
+                    }
+                }
             };
-            let fetch_failed = fetched
-                .iter()
-                .all(|(_, f)| matches!(f, Fetched::Error { .. }));
+            let fetch_failed = !fetched.is_empty()
+                && fetched
+                    .iter()
+                    .all(|(_, f)| matches!(f, Fetched::Error { .. }));
             let plan = self.plan(fetched).await;
             if plan.is_empty() {
                 if fetch_failed {
@@ -106,8 +143,31 @@ impl Link {
             if let Some(t) = &self.throttle {
                 t.take(plan.iter().map(|p| p.bytes as usize).sum()).await;
             }
-            match self.commit(&mut producer, plan).await {
-                Ok(done) => self.committed(done),
+            // Fetch what follows this round while it commits; used only if the commit succeeds.
+            let mut wanted = self.wanted();
+            let planned: HashMap<&Key, i64> = plan.iter().map(|p| (&p.key, p.next)).collect();
+            for (key, _, next) in &mut wanted {
+                if let Some(n) = planned.get(key) {
+                    *next = *n;
+                }
+            }
+            drop(planned);
+            let starts: HashMap<Key, i64> =
+                wanted.iter().map(|(k, _, n)| (k.clone(), *n)).collect();
+            let fetch = fetch_all(
+                self.source.clone(),
+                wanted,
+                self.fetch_max_bytes,
+                self.partition_max_bytes,
+                true,
+            );
+            let (result, next_fetched) =
+                futures::future::join(self.commit(&mut producer, plan), fetch).await;
+            match result {
+                Ok(done) => {
+                    self.committed(done);
+                    prefetched = Some((starts, next_fetched));
+                }
                 Err(e) => {
                     tracing::warn!(source = %self.name, error = %e, "mirror transaction failed; resuming from the committed checkpoint");
                     self.metrics.error(&self.name);
@@ -158,7 +218,8 @@ impl Link {
         Ok(())
     }
 
-    /// Re-encodes each partition's committed records into one batch, up to the size cap.
+    /// Re-encodes each partition's committed records into batches of at most
+    /// `batch_max_bytes`.
     async fn plan(&mut self, fetched: Vec<(Key, Fetched)>) -> Vec<Planned> {
         let mut plan = Vec::new();
         let now = now_ms();
@@ -185,28 +246,21 @@ impl Link {
                 } => (records, high_watermark, log_start, aborted),
             };
             let from = p.next;
-            let mut writer = BatchWriter::new(BytesMut::new());
-            let mut runs: Vec<Run> = Vec::new();
+            let mut chunks = vec![Chunk::new()];
             let mut codec = None;
             let mut next = from;
-            let mut full = false;
             let mut looped = 0u64;
+            let mut copied = 0u64;
             let mut bytes = 0u64;
             let mut first_ts = None;
             let mut bad = None;
             let end = committed_batches(&records, &aborted, from, |batch, h| {
-                if full {
+                if bad.is_some() {
                     return;
                 }
                 codec.get_or_insert(h.compression());
                 let walked = for_each_record(batch, |r| {
-                    if full || r.offset < from {
-                        return;
-                    }
-                    let size = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
-                    if writer.count() > 0 && writer.size() + size + RECORD_OVERHEAD > cap {
-                        full = true;
-                        next = r.offset;
+                    if r.offset < from {
                         return;
                     }
                     next = r.offset + 1;
@@ -220,24 +274,29 @@ impl Link {
                         looped += 1;
                         return;
                     }
+                    let size = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+                    let full = chunks.last().is_some_and(|c| {
+                        c.writer.count() > 0 && c.writer.size() + size + RECORD_OVERHEAD > cap
+                    });
+                    if full {
+                        chunks.push(Chunk::new());
+                    }
+                    let Some(chunk) = chunks.last_mut() else {
+                        return;
+                    };
                     first_ts.get_or_insert(r.timestamp);
-                    let index = i64::from(writer.count());
+                    let index = i64::from(chunk.writer.count());
                     let headers = r.headers().chain(std::iter::once((
                         PROVENANCE_HEADER.as_bytes(),
                         Some(source_cluster.as_bytes()),
                     )));
-                    writer.push(r.timestamp, r.key, r.value, headers);
+                    chunk.writer.push(r.timestamp, r.key, r.value, headers);
+                    copied += 1;
                     bytes += size as u64;
-                    match runs.last_mut() {
-                        Some(run) if run.0 + run.2 == r.offset && run.1 + run.2 == index => {
-                            run.2 += 1
-                        }
-                        _ => runs.push(Run(r.offset, index, 1)),
-                    }
+                    push_run(&mut chunk.runs, Run(r.offset, index, 1));
                 });
                 if let Err(e) = walked {
                     bad.get_or_insert(e);
-                    full = true;
                 }
             });
             let Some(p) = self.parts.get_mut(&key) else {
@@ -253,9 +312,7 @@ impl Link {
                 p.retry_at = Some(Instant::now() + crate::link::RETRY_AFTER);
                 continue;
             }
-            if !full {
-                next = next.max(end);
-            }
+            next = next.max(end);
             if looped > 0 {
                 tracing::debug!(source = %self.name, topic = %key.0, partition = key.1, records = looped,
                     "records that came from the target cluster were not copied back");
@@ -263,7 +320,7 @@ impl Link {
             if let Some(ts) = first_ts {
                 p.lag_seconds = ((now - ts).max(0) as f64) / 1000.0;
             }
-            if writer.count() == 0 {
+            if copied == 0 {
                 // Only markers, aborted or looped records: nothing to write, the position moves.
                 self.copied_through(&key, next);
                 continue;
@@ -274,27 +331,28 @@ impl Link {
                 leader: p.target_leader,
                 from,
                 next,
-                writer,
+                chunks,
                 codec: codec.unwrap_or(0),
-                runs,
+                records: copied,
                 bytes,
             });
         }
         plan
     }
 
-    /// Writes a round in one transaction: the batches, then the checkpoint records that map
-    /// them, then the commit. Returns the checkpoints (now committed) by partition.
+    /// Writes a round in one transaction: the batches (in waves, one batch per partition per
+    /// wave), then the checkpoint records that map them, then the commit. Returns the
+    /// checkpoints (now committed) by partition.
     async fn commit(
-        &mut self,
+        &self,
         producer: &mut TxnProducer,
         plan: Vec<Planned>,
     ) -> Result<Vec<Done>, ClusterError> {
-        let seal_err = |e: trib_broker::log::batch_writer::SealError| ClusterError::Kafka {
+        let failed = |what: String, message: String| ClusterError::Kafka {
             cluster: self.target.name.clone(),
-            what: "sealing a batch".into(),
+            what,
             code: -1,
-            message: Some(e.to_string()),
+            message: Some(message),
         };
         let mut parts: Vec<(String, i32)> = plan
             .iter()
@@ -302,49 +360,70 @@ impl Link {
             .collect();
         parts.push((self.checkpoint_topic.clone(), 0));
         producer.add_partitions(&parts).await?;
-        let mut writes = Vec::with_capacity(plan.len());
+        let mut waves: Vec<Vec<Write>> = Vec::new();
         let mut rest = Vec::with_capacity(plan.len());
-        for mut p in plan {
-            let count = p.writer.count();
-            let stamp = producer.stamp(&p.target_topic, p.key.1, count);
-            let batch = p.writer.seal(p.codec, stamp).map_err(seal_err)?;
-            writes.push(Write {
-                topic: p.target_topic.clone(),
-                partition: p.key.1,
-                leader: p.leader,
-                batch,
-            });
-            rest.push((p, count));
+        for p in plan {
+            let mut runs = Vec::with_capacity(p.chunks.len());
+            for (i, mut chunk) in p.chunks.into_iter().enumerate() {
+                let stamp = producer.stamp(&p.target_topic, p.key.1, chunk.writer.count());
+                let batch = chunk
+                    .writer
+                    .seal(p.codec, stamp)
+                    .map_err(|e| failed("sealing a batch".into(), e.to_string()))?;
+                if waves.len() <= i {
+                    waves.push(Vec::new());
+                }
+                waves[i].push(Write {
+                    topic: p.target_topic.clone(),
+                    partition: p.key.1,
+                    leader: p.leader,
+                    batch,
+                });
+                runs.push(chunk.runs);
+            }
+            rest.push((
+                p.key,
+                p.target_topic,
+                p.from,
+                p.next,
+                runs,
+                p.records,
+                p.bytes,
+            ));
         }
-        let bases = producer.produce(writes).await?;
+        let bases = producer.produce(waves).await?;
         let mut cp_writer = BatchWriter::new(BytesMut::new());
         let mut done = Vec::with_capacity(rest.len());
         let now = now_ms();
-        for (p, count) in rest {
-            let tkey = (p.target_topic.clone(), p.key.1);
-            let base = bases.get(&tkey).copied().unwrap_or(-1);
-            if base < 0 {
-                return Err(ClusterError::Kafka {
-                    cluster: self.target.name.clone(),
-                    what: format!("producing to {}/{}", tkey.0, tkey.1),
-                    code: -1,
-                    message: Some("no base offset in the answer".into()),
-                });
+        for (key, target_topic, from, next, chunk_runs, records, bytes) in rest {
+            let tkey = (target_topic, key.1);
+            let mut runs = Vec::new();
+            for (wave, chunk) in chunk_runs.into_iter().enumerate() {
+                let base = bases
+                    .get(wave)
+                    .and_then(|b| b.get(&tkey))
+                    .copied()
+                    .filter(|b| *b >= 0)
+                    .ok_or_else(|| {
+                        failed(
+                            format!("producing to {}/{}", tkey.0, tkey.1),
+                            "no base offset in the answer".into(),
+                        )
+                    })?;
+                for r in chunk {
+                    push_run(&mut runs, Run(r.0, base + r.1, r.2));
+                }
             }
             let c = Checkpoint {
                 source: self.name.clone(),
                 source_cluster: self.source_cluster_id.clone(),
-                source_topic: p.key.0.clone(),
-                from: p.from,
-                next: p.next,
-                runs: p.runs.iter().map(|r| Run(r.0, base + r.1, r.2)).collect(),
+                source_topic: key.0.clone(),
+                from,
+                next,
+                runs,
             };
-            let value = serde_json::to_vec(&c).map_err(|e| ClusterError::Kafka {
-                cluster: self.target.name.clone(),
-                what: "encoding a checkpoint".into(),
-                code: -1,
-                message: Some(e.to_string()),
-            })?;
+            let value = serde_json::to_vec(&c)
+                .map_err(|e| failed("encoding a checkpoint".into(), e.to_string()))?;
             let k = offset_map::key(&tkey.0, tkey.1);
             cp_writer.push(
                 now,
@@ -352,17 +431,19 @@ impl Link {
                 Some(&value),
                 std::iter::empty::<(&[u8], Option<&[u8]>)>(),
             );
-            done.push((p.key, tkey, c, u64::try_from(count).unwrap_or(0), p.bytes));
+            done.push((key, tkey, c, records, bytes));
         }
         let stamp = producer.stamp(&self.checkpoint_topic, 0, cp_writer.count());
-        let batch = cp_writer.seal(0, stamp).map_err(seal_err)?;
+        let batch = cp_writer
+            .seal(0, stamp)
+            .map_err(|e| failed("sealing a batch".into(), e.to_string()))?;
         producer
-            .produce(vec![Write {
+            .produce(vec![vec![Write {
                 topic: self.checkpoint_topic.clone(),
                 partition: 0,
                 leader: self.checkpoint_leader,
                 batch,
-            }])
+            }]])
             .await?;
         producer.end(true).await?;
         Ok(done)

@@ -167,60 +167,97 @@ impl TxnProducer {
         Err(self.failed("AddPartitionsToTxn", last))
     }
 
-    /// Writes the batches (one Produce per leader, all at once); returns each batch's base
-    /// offset at the target, by (topic, partition).
+    /// Writes waves of batches and returns each batch's base offset at the target, wave by
+    /// wave, by (topic, partition). A wave holds at most one batch per partition, as a Produce
+    /// carries one batch per partition; each leader gets one Produce per wave, all pipelined on
+    /// one connection, so a partition's batches land in wave order without waiting for each
+    /// answer. Leaders are written at once.
     pub async fn produce(
         &self,
-        writes: Vec<Write>,
-    ) -> Result<HashMap<(String, i32), i64>, ClusterError> {
-        let mut by_leader: BTreeMap<Option<i32>, Vec<Write>> = BTreeMap::new();
-        for w in writes {
-            by_leader.entry(w.leader).or_default().push(w);
-        }
-        let calls = by_leader.into_iter().map(|(leader, ws)| async move {
-            let mut req = ProduceRequest::default();
-            req.transactional_id = Some(TransactionalId(sb(&self.id)));
-            req.acks = -1;
-            req.timeout_ms = 30_000;
-            let mut topics: BTreeMap<String, TopicProduceData> = BTreeMap::new();
-            let n = ws.len();
-            for w in ws {
-                let t = topics.entry(w.topic.clone()).or_insert_with(|| {
-                    let mut t = TopicProduceData::default();
-                    t.name = TopicName(sb(&w.topic));
-                    t
-                });
-                let mut pd = PartitionProduceData::default();
-                pd.index = w.partition;
-                pd.records = Some(w.batch);
-                t.partition_data.push(pd);
+        waves: Vec<Vec<Write>>,
+    ) -> Result<Vec<HashMap<(String, i32), i64>>, ClusterError> {
+        let n = waves.len();
+        let mut by_leader: BTreeMap<Option<i32>, Vec<(usize, Vec<Write>)>> = BTreeMap::new();
+        for (i, wave) in waves.into_iter().enumerate() {
+            let mut per: BTreeMap<Option<i32>, Vec<Write>> = BTreeMap::new();
+            for w in wave {
+                per.entry(w.leader).or_default().push(w);
             }
-            req.topic_data = topics.into_values().collect();
-            let resp: ProduceResponse = self.target.call(leader, ApiKey::Produce, 9, &req).await?;
-            let mut out = HashMap::new();
-            for t in resp.responses {
-                for p in t.partition_responses {
-                    if p.error_code != 0 {
-                        return Err(ClusterError::Kafka {
-                            cluster: self.target.name.clone(),
-                            what: format!("producing to {}/{}", t.name.0, p.index),
-                            code: p.error_code,
-                            message: p.error_message.map(|m| m.to_string()),
-                        });
-                    }
-                    out.insert((t.name.to_string(), p.index), p.base_offset);
+            for (leader, ws) in per {
+                by_leader.entry(leader).or_default().push((i, ws));
+            }
+        }
+        let calls = by_leader.into_iter().map(|(leader, waves)| async move {
+            let counts: Vec<(usize, usize)> = waves.iter().map(|(i, ws)| (*i, ws.len())).collect();
+            let reqs: Vec<ProduceRequest> =
+                waves.into_iter().map(|(_, ws)| self.request(ws)).collect();
+            let resps: Vec<ProduceResponse> = self
+                .target
+                .call_many(leader, ApiKey::Produce, 9, &reqs)
+                .await?;
+            counts
+                .into_iter()
+                .zip(resps)
+                .map(|((wave, count), resp)| Ok((wave, self.bases(resp, count)?)))
+                .collect::<Result<Vec<_>, ClusterError>>()
+        });
+        let mut all = vec![HashMap::new(); n];
+        for r in futures::future::join_all(calls).await {
+            for (wave, bases) in r? {
+                if let Some(slot) = all.get_mut(wave) {
+                    slot.extend(bases);
                 }
             }
-            if out.len() != n {
-                return Err(self.failed("Produce: partitions missing from the answer", -1));
-            }
-            Ok(out)
-        });
-        let mut all = HashMap::new();
-        for r in futures::future::join_all(calls).await {
-            all.extend(r?);
         }
         Ok(all)
+    }
+
+    /// One Produce carrying `ws` (one batch per partition).
+    fn request(&self, ws: Vec<Write>) -> ProduceRequest {
+        let mut req = ProduceRequest::default();
+        req.transactional_id = Some(TransactionalId(sb(&self.id)));
+        req.acks = -1;
+        req.timeout_ms = 30_000;
+        let mut topics: BTreeMap<String, TopicProduceData> = BTreeMap::new();
+        for w in ws {
+            let t = topics.entry(w.topic.clone()).or_insert_with(|| {
+                let mut t = TopicProduceData::default();
+                t.name = TopicName(sb(&w.topic));
+                t
+            });
+            let mut pd = PartitionProduceData::default();
+            pd.index = w.partition;
+            pd.records = Some(w.batch);
+            t.partition_data.push(pd);
+        }
+        req.topic_data = topics.into_values().collect();
+        req
+    }
+
+    /// The base offsets a Produce answer gives, or its first error; `count` partitions expected.
+    fn bases(
+        &self,
+        resp: ProduceResponse,
+        count: usize,
+    ) -> Result<HashMap<(String, i32), i64>, ClusterError> {
+        let mut out = HashMap::new();
+        for t in resp.responses {
+            for p in t.partition_responses {
+                if p.error_code != 0 {
+                    return Err(ClusterError::Kafka {
+                        cluster: self.target.name.clone(),
+                        what: format!("producing to {}/{}", t.name.0, p.index),
+                        code: p.error_code,
+                        message: p.error_message.map(|m| m.to_string()),
+                    });
+                }
+                out.insert((t.name.to_string(), p.index), p.base_offset);
+            }
+        }
+        if out.len() != count {
+            return Err(self.failed("Produce: partitions missing from the answer", -1));
+        }
+        Ok(out)
     }
 
     /// Commits (or aborts) the transaction.

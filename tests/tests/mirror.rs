@@ -654,7 +654,17 @@ async fn translating_mode_copies_exactly_once_through_kill9_and_translates_group
         p.flush(t).expect("flush");
     }
     let dir = tempfile::tempdir().expect("dir");
-    let file = one_source(&dir, "east", &a, &b, "topics: [orders]");
+    // Small batches at the target: each round writes many batches per partition (pipelined
+    // waves), and the offset map's runs span them.
+    let file = mirror_file(
+        &dir,
+        "mirror.yaml",
+        &format!(
+            "sources:\n  - name: east\n    brokers: {}\n    topics: [orders]\ntarget:\n  brokers: {}\nsync_interval_ms: 300\nbatch_max_bytes: 2048\n",
+            a.bootstrap(),
+            b.bootstrap()
+        ),
+    );
     let mut mirror = start_mirror(&file);
     mirror.wait_log("transactional copy ready", Duration::from_secs(30));
 
