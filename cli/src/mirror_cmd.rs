@@ -8,14 +8,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use trib_mirror::config::MirrorConfig;
+use trib_pipelines::config::SourceConfig;
 
 #[derive(Args)]
 pub struct MirrorArgs {
     #[command(subcommand)]
     command: Option<MirrorCommand>,
-    /// The mirror's YAML file.
+    /// The mirror's YAML file, or a pipeline file with a `type: mirror` source.
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
+    /// In a pipeline file: the mirror source to use (needed when it has more than one).
+    #[arg(long, global = true)]
+    mirror: Option<String>,
     /// Address of /metrics, /health and /status (overrides the file's `http`).
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
@@ -47,7 +51,7 @@ pub async fn run(a: MirrorArgs) -> anyhow::Result<()> {
     let path = a.config.ok_or_else(|| {
         anyhow::anyhow!("give the mirror's file: trib mirror --config mirror.yaml")
     })?;
-    let mut cfg = MirrorConfig::load(&path)?;
+    let mut cfg = load(&path, a.mirror.as_deref())?;
     if a.http.is_some() {
         cfg.http = a.http;
     }
@@ -107,5 +111,59 @@ pub async fn run(a: MirrorArgs) -> anyhow::Result<()> {
             println!("{text}");
             Ok(())
         }
+    }
+}
+
+/// A mirror file, or a pipeline file's mirror source (`name`, or its only one).
+fn load(path: &std::path::Path, name: Option<&str>) -> anyhow::Result<MirrorConfig> {
+    let as_mirror = match trib_mirror::config::load(path) {
+        Ok(c) if name.is_none() => return Ok(c),
+        Ok(_) => None,
+        Err(e) => Some(e),
+    };
+    let pipeline = trib_pipelines::config::load(path);
+    let Ok(loaded) = pipeline else {
+        // Neither: report it as the mirror file the command asked for.
+        return Err(as_mirror.map_or_else(
+            || anyhow::anyhow!("{}: not a pipeline file", path.display()),
+            anyhow::Error::from,
+        ));
+    };
+    let mirrors: Vec<(&String, &MirrorConfig)> = loaded
+        .pipeline
+        .sources
+        .iter()
+        .filter_map(|(n, s)| match s {
+            SourceConfig::Mirror(m) => Some((n, m)),
+            _ => None,
+        })
+        .collect();
+    let names = || {
+        mirrors
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found = match name {
+        Some(want) => mirrors.iter().find(|(n, _)| n.as_str() == want),
+        None if mirrors.len() == 1 => mirrors.first(),
+        None => None,
+    };
+    match found {
+        Some((_, m)) => {
+            m.validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok((*m).clone())
+        }
+        None if mirrors.is_empty() => anyhow::bail!(
+            "{}: no `type: mirror` source in this pipeline file",
+            path.display()
+        ),
+        None => anyhow::bail!(
+            "{}: choose the mirror with --mirror (this file has {})",
+            path.display(),
+            names()
+        ),
     }
 }

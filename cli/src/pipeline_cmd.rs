@@ -12,12 +12,16 @@ use trib_pipelines::config::{SinkConfig, SourceConfig};
 use trib_pipelines::metrics::Metrics;
 use trib_pipelines::runtime::{Components, Sink, Source};
 
-/// Sources from `trib-connectors`, sinks from `trib-sinks` and the lake sink from `trib-lake`.
+/// Sources from `trib-connectors` and the mirror from `trib-mirror`, sinks from `trib-sinks`
+/// and the lake sink from `trib-lake`.
 pub struct Registry;
 
 impl Components for Registry {
     fn source(&self, name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> {
-        trib_connectors::build(name, cfg)
+        match cfg {
+            SourceConfig::Mirror(c) => Ok(Box::new(trib_mirror::pipeline::MirrorSource::new(c)?)),
+            _ => trib_connectors::build(name, cfg),
+        }
     }
     fn sink(&self, name: &str, cfg: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
         match cfg {

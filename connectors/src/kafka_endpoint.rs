@@ -67,75 +67,19 @@ const MAX_BATCH_RECORDS: i32 = 1_000_000;
 /// Topics one endpoint takes (each keeps a name and offset counters).
 const MAX_TOPICS: usize = 10_000;
 
-/// Most bytes one compressed batch may decompress to (a small request cannot become gigabytes).
-const MAX_DECOMPRESSED: u64 = 128 << 20;
-
-/// Decompresses a batch's records, refusing to produce more than `limit` bytes.
+/// Decompresses a batch's records for the record decoder, refusing to produce more than
+/// `limit` bytes (the broker's bounded decompression, shared with every record walker).
 fn bounded_decompress(
     buf: &mut Bytes,
     codec: kafka_protocol::records::Compression,
     limit: u64,
 ) -> anyhow::Result<Bytes> {
-    use kafka_protocol::records::Compression as C;
-    use std::io::Read;
     let input = buf.split_to(buf.len());
-    let mut out = Vec::new();
-    let over = || anyhow::anyhow!("the batch decompresses to more than {limit} bytes");
-    match codec {
-        C::None => return Ok(input),
-        C::Gzip => {
-            flate2::read::GzDecoder::new(&input[..])
-                .take(limit + 1)
-                .read_to_end(&mut out)?;
-        }
-        C::Zstd => {
-            zstd::stream::read::Decoder::new(&input[..])?
-                .take(limit + 1)
-                .read_to_end(&mut out)?;
-        }
-        C::Lz4 => {
-            lz4::Decoder::new(&input[..])?
-                .take(limit + 1)
-                .read_to_end(&mut out)?;
-        }
-        C::Snappy => {
-            // Sizes are declared up front (raw, or per block in xerial framing): check their
-            // sum, then let the codec decode.
-            const XERIAL: &[u8] = b"\x82SNAPPY\x00";
-            let total = if input.starts_with(XERIAL) && input.len() >= 16 {
-                let mut at = 16;
-                let mut total = 0u64;
-                while at + 4 <= input.len() {
-                    let n = u32::from_be_bytes([
-                        input[at],
-                        input[at + 1],
-                        input[at + 2],
-                        input[at + 3],
-                    ]) as usize;
-                    let block = input
-                        .get(at + 4..at + 4 + n)
-                        .ok_or_else(|| anyhow::anyhow!("snappy block runs past the batch"))?;
-                    total += snap::raw::decompress_len(block)? as u64;
-                    at += 4 + n;
-                }
-                total
-            } else {
-                snap::raw::decompress_len(&input)? as u64
-            };
-            if total > limit {
-                return Err(over());
-            }
-            let mut input = input;
-            return <kafka_protocol::compression::Snappy as kafka_protocol::compression::Decompressor<Bytes>>::decompress(
-                &mut input,
-                |b| Ok(b.clone()),
-            );
-        }
-    }
-    if out.len() as u64 > limit {
-        return Err(over());
-    }
-    Ok(Bytes::from(out))
+    Ok(trib_broker::log::batch::decompress_bounded(
+        codec as i16,
+        input,
+        limit,
+    )?)
 }
 
 pub struct KafkaEndpoint {
@@ -652,7 +596,9 @@ impl Shared {
         while !buf.is_empty() {
             let set = RecordBatchDecoder::decode_with_custom_compression(
                 &mut buf,
-                Some(|b: &mut Bytes, c| bounded_decompress(b, c, MAX_DECOMPRESSED)),
+                Some(|b: &mut Bytes, c| {
+                    bounded_decompress(b, c, trib_broker::log::batch::MAX_DECOMPRESSED)
+                }),
             )
             .map_err(|e| corrupt(e.to_string()))?;
             for r in set.records {
@@ -724,34 +670,4 @@ enum Accepted {
         /// The sequence range of an idempotent producer's batch.
         sequence: Option<Forwarded>,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kafka_protocol::compression::Compressor;
-    use kafka_protocol::records::Compression as C;
-
-    #[test]
-    fn decompression_is_bounded_for_every_codec() {
-        let zeros = vec![0u8; 2 << 20];
-        for codec in [C::Gzip, C::Zstd, C::Lz4, C::Snappy] {
-            let mut packed = bytes::BytesMut::new();
-            let fill = |b: &mut bytes::BytesMut| {
-                b.extend_from_slice(&zeros);
-                Ok(())
-            };
-            match codec {
-                C::Gzip => kafka_protocol::compression::Gzip::compress(&mut packed, fill).unwrap(),
-                C::Zstd => kafka_protocol::compression::Zstd::compress(&mut packed, fill).unwrap(),
-                C::Lz4 => kafka_protocol::compression::Lz4::compress(&mut packed, fill).unwrap(),
-                _ => kafka_protocol::compression::Snappy::compress(&mut packed, fill).unwrap(),
-            }
-            let packed = packed.freeze();
-            let err = bounded_decompress(&mut packed.clone(), codec, 1 << 20);
-            assert!(err.is_err(), "{codec:?}: 2 MiB passed a 1 MiB limit");
-            let ok = bounded_decompress(&mut packed.clone(), codec, 4 << 20).unwrap();
-            assert_eq!(ok.len(), 2 << 20, "{codec:?}");
-        }
-    }
 }

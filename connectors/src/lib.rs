@@ -34,5 +34,10 @@ pub fn build(name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> 
         SourceConfig::PrometheusScrape(c) => Box::new(prometheus::PrometheusScrape::new(c)?),
         SourceConfig::KafkaEndpoint(c) => Box::new(kafka_endpoint::KafkaEndpoint::new(c)?),
         SourceConfig::Journald(c) => Box::new(journald::Journald::new(c)?),
+        SourceConfig::Mirror(_) => {
+            anyhow::bail!(
+                "the mirror source is built by trib-mirror (cluster to cluster, no events)"
+            )
+        }
     })
 }

@@ -4,7 +4,7 @@
 //! topic configs, partition counts, log starts and consumer group offsets kept in step, lag
 //! metrics, and failover (promoting mirror topics for writes). docs/mirror.md is the guide.
 //!
-//! - `config`: the YAML file.
+//! - `config`: the YAML file (types shared with the pipeline source).
 //! - `cluster`: the wire client for one cluster (Metadata, admin calls, connection pool).
 //! - `link`: one source: the sync step and the offset-preserving copy loop.
 //! - `translate`: translating mode's copy loop (re-encoded records, one transaction per round).
@@ -13,6 +13,7 @@
 //! - `txn_producer`: the transactional producer at the target.
 //! - `groups`: consumer group offsets carried over.
 //! - `ops`: `status` and `failover`, run from the command line.
+//! - `pipeline`: the mirror as a `type: mirror` pipeline source.
 //! - `metrics`: Prometheus metrics and the HTTP endpoint.
 //! - `throttle`: the bandwidth limit.
 
@@ -24,6 +25,7 @@ pub mod link;
 pub mod metrics;
 pub mod offset_map;
 pub mod ops;
+pub mod pipeline;
 pub mod throttle;
 pub mod translate;
 pub mod txn_producer;
@@ -72,15 +74,24 @@ pub async fn resolve_mode(cfg: &MirrorConfig, target: &Cluster) -> Result<Mode, 
 
 /// Runs every source's link until `stop` turns true.
 pub async fn run(cfg: MirrorConfig, stop: watch::Receiver<bool>) -> Result<(), MirrorError> {
+    run_with(cfg, stop, Arc::new(Metrics::new())).await
+}
+
+/// [`run`], reporting into `metrics`.
+pub async fn run_with(
+    cfg: MirrorConfig,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> Result<(), MirrorError> {
     cfg.validate().map_err(MirrorError::Config)?;
     let target = target_cluster(&cfg);
     let mode = resolve_mode(&cfg, &target).await?;
     tracing::info!(?mode, target = %cfg.target.brokers, sources = cfg.sources.len(), "mirror starting");
-    let metrics = Arc::new(Metrics::new());
     if let Some(addr) = cfg.http {
         let m = metrics.clone();
+        let until = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(m, addr).await {
+            if let Err(e) = metrics::serve(m, addr, until).await {
                 tracing::error!(%addr, error = %e, "mirror http endpoint failed");
             }
         });

@@ -29,7 +29,7 @@ use trib_broker::mirror_topic::{MirrorMark, MIRROR_WRITE_TAG};
 use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{MirrorConfig, Mode, Selection, SourceConfig};
+use crate::config::{MirrorConfig, MirrorSource, Mode, Selection};
 use crate::metrics::{Metrics, PartitionStatus};
 use crate::offset_map::{Maps, Translation};
 use crate::throttle::Throttle;
@@ -135,7 +135,7 @@ fn copied_configs(c: Option<&BTreeMap<String, String>>) -> BTreeMap<String, Stri
 
 impl Link {
     pub fn new(
-        cfg: &SourceConfig,
+        cfg: &MirrorSource,
         all: &MirrorConfig,
         mode: Mode,
         target: Arc<Cluster>,

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use trib_pipelines::metrics::ComponentMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -55,6 +56,9 @@ pub struct Metrics {
     batches: Family<SourceLabels, Counter>,
     errors: Family<SourceLabels, Counter>,
     status: Mutex<BTreeMap<(String, String, i32), PartitionStatus>>,
+    /// As a pipeline source: the component's metrics (records, bytes and batches out, errors,
+    /// records of lag over every partition), for the pipeline's `/metrics` and `trib pipeline top`.
+    component: Option<ComponentMetrics>,
 }
 
 impl Default for Metrics {
@@ -95,6 +99,15 @@ impl Metrics {
             batches,
             errors,
             status: Mutex::new(BTreeMap::new()),
+            component: None,
+        }
+    }
+
+    /// Metrics that also feed a pipeline component's.
+    pub fn for_component(component: ComponentMetrics) -> Self {
+        Self {
+            component: Some(component),
+            ..Self::new()
         }
     }
 
@@ -106,6 +119,11 @@ impl Metrics {
         self.bytes.get_or_create(&l).inc_by(bytes);
         self.records.get_or_create(&l).inc_by(records);
         self.batches.get_or_create(&l).inc_by(batches);
+        if let Some(c) = &self.component {
+            c.bytes_out.inc_by(bytes);
+            c.events_out.inc_by(records);
+            c.batches_out.inc_by(batches);
+        }
     }
 
     pub fn error(&self, source: &str) {
@@ -114,6 +132,9 @@ impl Metrics {
                 source: source.to_string(),
             })
             .inc();
+        if let Some(c) = &self.component {
+            c.errors.inc();
+        }
     }
 
     /// Records one partition's position.
@@ -125,10 +146,12 @@ impl Metrics {
         };
         self.lag_records.get_or_create(&l).set(s.lag_records);
         self.lag_seconds.get_or_create(&l).set(s.lag_seconds);
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((s.source.clone(), s.source_topic.clone(), s.partition), s);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.insert((s.source.clone(), s.source_topic.clone(), s.partition), s);
+        if let Some(c) = &self.component {
+            c.lag
+                .set(status.values().map(|s| s.lag_records.max(0)).sum());
+        }
     }
 
     /// Every partition's position.
@@ -150,8 +173,12 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/health` and `/status` until the listener fails.
-pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<()> {
+/// Serves `/metrics`, `/health` and `/status` until `stop` turns true or the listener fails.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "mirror http endpoint: /metrics /health /status");
     let (m, s) = (metrics.clone(), metrics);
@@ -164,7 +191,11 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(
                 serde_json::to_string(&s.statuses()).unwrap_or_else(|e| e.to_string())
             }),
         );
-    axum::serve(listener, app).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
 }
 
 #[cfg(test)]

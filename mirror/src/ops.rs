@@ -13,7 +13,7 @@ use trib_broker::log::batch::BatchHeader;
 use trib_broker::topic_config::{MIRROR_CLUSTER_KEY, MIRROR_TOPIC_KEY};
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{broker_list, MirrorConfig, Mode, Selection, SourceConfig};
+use crate::config::{broker_list, MirrorConfig, MirrorSource, Mode, Selection};
 use crate::link::translate_offset;
 use crate::metrics::PartitionStatus;
 use crate::offset_map::{self, Maps};
@@ -33,7 +33,7 @@ struct Mirrored {
 /// promoted (no mirror keys left), recognised by that name alone.
 async fn mirrored_topics(
     target: &Cluster,
-    source: &SourceConfig,
+    source: &MirrorSource,
     selection: &Selection,
 ) -> Result<Vec<Mirrored>, ClusterError> {
     let meta = target.metadata(None).await?;
@@ -71,7 +71,7 @@ async fn mirrored_topics(
 }
 
 /// The mirrored topics of `source` as the offset map knows them (translating mode).
-fn mapped_topics(maps: &Maps, source: &SourceConfig) -> Vec<Mirrored> {
+fn mapped_topics(maps: &Maps, source: &MirrorSource) -> Vec<Mirrored> {
     let mut by_topic: BTreeMap<(String, String), Vec<i32>> = BTreeMap::new();
     for ((tt, p), m) in maps {
         if m.source == source.name {

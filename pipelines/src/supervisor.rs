@@ -25,9 +25,15 @@ pub fn load_valid(path: &Path) -> anyhow::Result<Loaded> {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    if loaded.pipeline.sources.is_empty() || loaded.pipeline.sinks.is_empty() {
+    let p = &loaded.pipeline;
+    // A mirror writes to its target itself; every other source needs a sink.
+    let needs_sink = p
+        .sources
+        .values()
+        .any(|s| !matches!(s, crate::config::SourceConfig::Mirror(_)));
+    if p.sources.is_empty() || (needs_sink && p.sinks.is_empty()) {
         anyhow::bail!(
-            "{}: a pipeline needs at least one source and one sink to run",
+            "{}: a pipeline needs at least one source and one sink to run (a pipeline of mirrors only needs no sink)",
             path.display()
         );
     }

@@ -1,10 +1,10 @@
 //! The validator: checks the graph of a loaded pipeline file (every input exists, no cycles,
-//! nothing reads from a sink) and builds every transform once to check its expressions and
+//! nothing reads from a sink or a mirror, a mirror's settings can work) and builds every transform once to check its expressions and
 //! patterns. Pure: no I/O. Every problem is reported at once, with its position and a fix.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{ConfigError, ConfigErrors, Loaded, PipelineFile};
+use crate::config::{ConfigError, ConfigErrors, Loaded, PipelineFile, SourceConfig};
 use crate::transforms::{DEAD_LETTER_PORT, DEFAULT_PORT};
 use crate::DEAD_LETTER;
 
@@ -36,7 +36,12 @@ pub fn resolve_input(p: &PipelineFile, input: &str) -> Result<PortRef, String> {
                 }),
         }
     };
-    let port = if p.sources.contains_key(name) {
+    let port = if let Some(s) = p.sources.get(name) {
+        if matches!(s, SourceConfig::Mirror(_)) {
+            return Err(format!(
+                "`{name}` is a mirror; it copies between clusters and emits no events"
+            ));
+        }
         if port.is_some() {
             return Err(format!("source `{name}` has only its default output"));
         }
@@ -159,6 +164,13 @@ pub fn validate(l: &Loaded) -> Result<Vec<String>, ConfigErrors> {
             break;
         }
     }
+    for (name, cfg) in &p.sources {
+        if let SourceConfig::Mirror(m) = cfg {
+            if let Err(m) = m.validate() {
+                errors.push(l.error_at(name, format!("mirror `{name}`: {m}"), None));
+            }
+        }
+    }
     for (name, cfg) in &p.transforms {
         if let Err(m) = crate::transforms::build(cfg) {
             errors.push(l.error_at(name, format!("transform `{name}`: {m}"), None));
@@ -197,7 +209,9 @@ pub fn validate(l: &Loaded) -> Result<Vec<String>, ConfigErrors> {
     }
     let warnings = p
         .sources
-        .keys()
+        .iter()
+        .filter(|(_, c)| !matches!(c, SourceConfig::Mirror(_)))
+        .map(|(n, _)| n)
         .chain(p.transforms.keys())
         .filter(|n| !consumed.contains(*n))
         .map(|n| format!("{}: `{n}` is not an input of any component", l.file))
@@ -274,5 +288,34 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("`o` is a sink"), "{e}");
+    }
+
+    const MIRROR: &str = "  dr:\n    type: mirror\n    sources:\n      - name: east\n        brokers: 127.0.0.1:9092\n        topics: [orders]\n    target:\n      brokers: 127.0.0.1:9093\n";
+
+    #[test]
+    fn a_mirror_runs_alone_and_nothing_reads_from_it() {
+        let w = check(&format!("sources:\n{MIRROR}")).unwrap();
+        assert!(w.is_empty(), "a mirror needs no reader: {w:?}");
+        let e = check(&format!(
+            "sources:\n{MIRROR}sinks:\n  o:\n    type: console\n    inputs: [dr]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("`dr` is a mirror") && e.contains("emits no events"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_mirror_that_cannot_work_is_reported_at_the_component() {
+        let bad = MIRROR.replace("        topics: [orders]\n", "");
+        let e = check(&format!("sources:\n{bad}")).unwrap_err();
+        assert!(
+            e.starts_with("p.yaml:3:5: mirror `dr`: sources[east]: give `topics`"),
+            "{e}"
+        );
+        let typo = MIRROR.replace("    target:", "    targt:");
+        let e = check(&format!("sources:\n{typo}")).unwrap_err();
+        assert!(e.contains("targt"), "{e}");
     }
 }

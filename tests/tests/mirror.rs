@@ -580,9 +580,15 @@ fn cluster_id(b: &TestBroker) -> String {
 
 /// `trib mirror status --json`: (target topic, partition, lag in records) per partition.
 fn status(file: &Path) -> Vec<(String, i64, i64)> {
+    status_with(file, &[])
+}
+
+/// [`status`] with extra environment variables (for files that interpolate them).
+fn status_with(file: &Path, env: &[(&str, &str)]) -> Vec<(String, i64, i64)> {
     let out = std::process::Command::new(trib_e2e::trib_bin())
         .args(["mirror", "status", "--json", "--config"])
         .arg(file)
+        .envs(env.iter().copied())
         .output()
         .expect("trib mirror status");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -876,4 +882,100 @@ async fn source_transactions_are_mirrored_and_promotion_aborts_the_open_one() {
     );
     mirror.stop();
     drop(p);
+}
+
+/// The mirror as a pipeline source: `trib run examples/mirror-pipeline.yaml` copies at the same
+/// offsets, reports on the pipeline's /metrics, and stops cleanly with the pipeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_runs_as_a_pipeline_source() {
+    let a = TestBroker::start(&[]);
+    let b = TestBroker::start(&[]);
+    a.create_topic("orders", 2, &[]).await;
+    a.create_topic("logs.web", 1, &[]).await;
+    let p = producer(&a);
+    for i in 0..300 {
+        let topic = if i % 3 == 0 { "logs.web" } else { "orders" };
+        p.send(
+            BaseRecord::to(topic)
+                .key(&format!("k{i}"))
+                .payload(&format!("v{i}")),
+        )
+        .expect("send");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mirror-pipeline.yaml");
+    let env = [
+        ("EAST_BROKERS", a.bootstrap()),
+        ("WEST_BROKERS", b.bootstrap()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut run = TestRun::start(&[&example], &env);
+    for (topic, partition) in [("orders", 0), ("orders", 1), ("logs.web", 0)] {
+        let end = offset(&a, topic, partition, -1);
+        poll_until(
+            Duration::from_secs(60),
+            || offset(&b, topic, partition, -1),
+            |e| *e == end,
+            |e| {
+                format!(
+                    "{topic}/{partition}: target at {e}, source at {end}\n{}",
+                    run.log_text()
+                )
+            },
+        );
+        assert_eq!(
+            raw_log(&a, topic, partition),
+            raw_log(&b, topic, partition),
+            "{topic}/{partition}: the same batches at the same offsets"
+        );
+    }
+    poll_until(
+        Duration::from_secs(30),
+        || (run.metric("events_out", "dr"), run.metric("lag", "dr")),
+        |(out, lag)| *out >= 300.0 && *lag == 0.0,
+        |m| {
+            format!(
+                "pipeline metrics of `dr` (records out, lag): {m:?}\n{}",
+                run.get("/metrics")
+            )
+        },
+    );
+    // `trib mirror status` reads the pipeline file's mirror.
+    let mut st = status_with(&example, &env);
+    st.sort();
+    assert_eq!(
+        st,
+        vec![
+            ("logs.web".to_string(), 0, 0),
+            ("orders".to_string(), 0, 0),
+            ("orders".to_string(), 1, 0)
+        ],
+        "status of the pipeline's mirror"
+    );
+    // Records written after the start follow.
+    p.send(
+        BaseRecord::to("orders")
+            .partition(1)
+            .key("late")
+            .payload("late"),
+    )
+    .expect("send");
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let end = offset(&a, "orders", 1, -1);
+    poll_until(
+        Duration::from_secs(30),
+        || offset(&b, "orders", 1, -1),
+        |e| *e == end,
+        |e| format!("late record: target at {e}, source at {end}"),
+    );
+    assert!(
+        run.stop(),
+        "the pipeline stops cleanly:\n{}",
+        run.log_text()
+    );
+    assert!(
+        run.log_text().contains("mirror link stopped"),
+        "{}",
+        run.log_text()
+    );
 }

@@ -431,18 +431,83 @@ pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
 }
 
 fn decompress(codec: i16, body: Bytes) -> Result<Bytes, BatchError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut body = body;
-    let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(std::mem::take(b)) };
-    let r = match codec {
+    decompress_bounded(codec, body, MAX_DECOMPRESSED)
+}
+
+/// Most bytes one compressed batch may decompress to: a small batch from the network cannot
+/// become gigabytes in memory.
+pub const MAX_DECOMPRESSED: u64 = 128 << 20;
+
+/// Decompresses a batch's records (`codec` as in the attributes: 0 none, 1 gzip, 2 snappy, 3
+/// lz4, 4 zstd), refusing to produce more than `limit` bytes. Streamed codecs stop reading one
+/// byte past the limit; snappy declares its sizes up front (raw, or per block in xerial
+/// framing), which are summed and checked before anything is decoded.
+pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, BatchError> {
+    use std::io::Read;
+    let bad = |_| BatchError::Invalid("compressed records do not decompress");
+    let over = || BatchError::Invalid("compressed records decompress past the size limit");
+    let mut out = Vec::new();
+    match codec {
         0 => return Ok(body),
-        1 => Gzip::decompress(&mut body, take),
-        2 => Snappy::decompress(&mut body, take),
-        3 => Lz4::decompress(&mut body, take),
-        4 => Zstd::decompress(&mut body, take),
+        1 => {
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(bad)?;
+        }
+        3 => {
+            lz4::Decoder::new(&body[..])
+                .map_err(bad)?
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(bad)?;
+        }
+        4 => {
+            zstd::stream::read::Decoder::new(&body[..])
+                .map_err(bad)?
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(bad)?;
+        }
+        2 => {
+            const XERIAL: &[u8] = b"\x82SNAPPY\x00";
+            let snappy_len = |b: &[u8]| {
+                snap::raw::decompress_len(b)
+                    .map(|n| n as u64)
+                    .map_err(|_| BatchError::Invalid("compressed records do not decompress"))
+            };
+            let total = if body.starts_with(XERIAL) && body.len() >= 16 {
+                let mut at = 16;
+                let mut total = 0u64;
+                while at + 4 <= body.len() {
+                    let n = u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]])
+                        as usize;
+                    let block = body
+                        .get(at + 4..at + 4 + n)
+                        .ok_or(BatchError::Truncated("snappy block"))?;
+                    total += snappy_len(block)?;
+                    at += 4 + n;
+                }
+                total
+            } else {
+                snappy_len(&body)?
+            };
+            if total > limit {
+                return Err(over());
+            }
+            use kafka_protocol::compression::{Decompressor, Snappy};
+            let mut body = body;
+            return Snappy::decompress(&mut body, |b: &mut Bytes| -> anyhow::Result<Bytes> {
+                Ok(std::mem::take(b))
+            })
+            .map_err(|_| BatchError::Invalid("compressed records do not decompress"));
+        }
         _ => return Err(BatchError::Invalid("unknown compression codec")),
-    };
-    r.map_err(|_| BatchError::Invalid("compressed records do not decompress"))
+    }
+    if out.len() as u64 > limit {
+        return Err(over());
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Reads a varint-length-prefixed byte string (-1: null).
@@ -519,6 +584,30 @@ pub(crate) mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    #[test]
+    fn decompression_is_bounded_for_every_codec() {
+        let zeros = vec![0u8; 2 << 20];
+        use kafka_protocol::compression::Compressor;
+        for codec in [1i16, 2, 3, 4] {
+            let mut packed = bytes::BytesMut::new();
+            let fill = |b: &mut bytes::BytesMut| {
+                b.extend_from_slice(&zeros);
+                Ok(())
+            };
+            match codec {
+                1 => kafka_protocol::compression::Gzip::compress(&mut packed, fill).unwrap(),
+                4 => kafka_protocol::compression::Zstd::compress(&mut packed, fill).unwrap(),
+                3 => kafka_protocol::compression::Lz4::compress(&mut packed, fill).unwrap(),
+                _ => kafka_protocol::compression::Snappy::compress(&mut packed, fill).unwrap(),
+            }
+            let packed = packed.freeze();
+            let err = decompress_bounded(codec, packed.clone(), 1 << 20);
+            assert!(err.is_err(), "codec {codec}: 2 MiB passed a 1 MiB limit");
+            let ok = decompress_bounded(codec, packed.clone(), 4 << 20).unwrap();
+            assert_eq!(ok.len(), 2 << 20, "codec {codec}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #[macro_use]
 mod macros;
 mod load;
+pub mod mirror;
 mod schema;
 pub mod sinks;
 pub mod sources;

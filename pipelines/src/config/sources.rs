@@ -462,5 +462,6 @@ family! {
         "prometheus_scrape" => PrometheusScrape(PrometheusScrapeSource),
         "kafka_endpoint" => KafkaEndpoint(KafkaEndpointSource),
         "journald" => Journald(JournaldSource),
+        "mirror" => Mirror(crate::config::mirror::MirrorConfig),
     }
 }
