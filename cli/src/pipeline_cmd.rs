@@ -19,7 +19,7 @@ pub struct Registry;
 impl Components for Registry {
     fn source(&self, name: &str, cfg: &SourceConfig) -> anyhow::Result<Box<dyn Source>> {
         match cfg {
-            SourceConfig::Mirror(c) => Ok(Box::new(trib_mirror::pipeline::MirrorSource::new(c)?)),
+            SourceConfig::Mirror(c) => Ok(Box::new(trib_mirror::pipeline::PipelineMirror::new(c)?)),
             _ => trib_connectors::build(name, cfg),
         }
     }

@@ -190,6 +190,22 @@ impl Link {
             .collect()
     }
 
+    /// Fetches `wanted` with the link's size limits (`fetch_all`); `committed`: read_committed.
+    /// The future owns what it needs, so it can run while the link does other work.
+    pub(crate) fn fetch(
+        &self,
+        wanted: Vec<(Key, i32, i64)>,
+        committed: bool,
+    ) -> impl std::future::Future<Output = Vec<(Key, Fetched)>> + Send + 'static {
+        fetch_all(
+            self.source.clone(),
+            wanted,
+            self.fetch_max_bytes,
+            self.partition_max_bytes,
+            committed,
+        )
+    }
+
     /// Runs the sync step when `next_sync` has passed (a failure is logged, counted and retried
     /// at the next interval).
     pub(crate) async fn sync_if_due(&mut self, next_sync: &mut Instant) {
@@ -233,13 +249,7 @@ impl Link {
                 }
                 continue;
             }
-            let fetch = fetch_all(
-                self.source.clone(),
-                wanted,
-                self.fetch_max_bytes,
-                self.partition_max_bytes,
-                false,
-            );
+            let fetch = self.fetch(wanted, false);
             let pending = inflight.take();
             let written = async move {
                 match pending {
@@ -794,7 +804,7 @@ pub(crate) fn translate_offset(
 
 /// Fetches every wanted partition, one request per source leader, all leaders at once;
 /// `committed`: as a read_committed consumer.
-pub(crate) async fn fetch_all(
+async fn fetch_all(
     source: Arc<Cluster>,
     wanted: Vec<(Key, i32, i64)>,
     max_bytes: i32,

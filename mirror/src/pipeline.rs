@@ -13,11 +13,11 @@ use trib_pipelines::runtime::{Source, SourceContext};
 use crate::metrics::Metrics;
 
 /// A mirror run by a pipeline.
-pub struct MirrorSource {
+pub struct PipelineMirror {
     cfg: MirrorConfig,
 }
 
-impl MirrorSource {
+impl PipelineMirror {
     /// Checks the settings (no I/O until it runs).
     pub fn new(cfg: &MirrorConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(|m| anyhow::anyhow!("{m}"))?;
@@ -25,7 +25,7 @@ impl MirrorSource {
     }
 }
 
-impl Source for MirrorSource {
+impl Source for PipelineMirror {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let metrics = Arc::new(Metrics::for_component(cx.metrics.clone()));

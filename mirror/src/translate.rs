@@ -20,7 +20,6 @@ use trib_broker::log::batch_writer::BatchWriter;
 
 use crate::cluster::ClusterError;
 use crate::committed::committed_batches;
-use crate::link::fetch_all;
 use crate::link::{now_ms, Fetched, Key, Link};
 use crate::offset_map::{self, push_run, Checkpoint, Run};
 use crate::txn_producer::{TxnProducer, Write};
@@ -32,8 +31,8 @@ pub const PROVENANCE_HEADER: &str = "trib.mirror.source";
 const RECORD_OVERHEAD: usize = 96;
 
 /// A committed partition of a round: (source key, target partition, its checkpoint, records,
-/// bytes).
-type Done = (Key, (String, i32), Checkpoint, u64, u64);
+/// bytes, batches).
+type Done = (Key, (String, i32), Checkpoint, u64, u64, u64);
 
 /// Up to `batch_max_bytes` of a partition's records, re-encoded into one batch.
 struct Chunk {
@@ -116,13 +115,7 @@ impl Link {
                         }
                         continue;
                     }
-                    let fetch = fetch_all(
-                        self.source.clone(),
-                        wanted,
-                        self.fetch_max_bytes,
-                        self.partition_max_bytes,
-                        true,
-                    );
+                    let fetch = self.fetch(wanted, true);
                     tokio::select! {
                         f = fetch => f,
                         _ = stop.changed() => break,
@@ -154,13 +147,7 @@ impl Link {
             drop(planned);
             let starts: HashMap<Key, i64> =
                 wanted.iter().map(|(k, _, n)| (k.clone(), *n)).collect();
-            let fetch = fetch_all(
-                self.source.clone(),
-                wanted,
-                self.fetch_max_bytes,
-                self.partition_max_bytes,
-                true,
-            );
+            let fetch = self.fetch(wanted, true);
             let (result, next_fetched) =
                 futures::future::join(self.commit(&mut producer, plan), fetch).await;
             match result {
@@ -397,6 +384,7 @@ impl Link {
         let now = now_ms();
         for (key, target_topic, from, next, chunk_runs, records, bytes) in rest {
             let tkey = (target_topic, key.1);
+            let batches = chunk_runs.len() as u64;
             let mut runs = Vec::new();
             for (wave, chunk) in chunk_runs.into_iter().enumerate() {
                 let base = bases
@@ -431,7 +419,7 @@ impl Link {
                 Some(&value),
                 std::iter::empty::<(&[u8], Option<&[u8]>)>(),
             );
-            done.push((key, tkey, c, records, bytes));
+            done.push((key, tkey, c, records, bytes, batches));
         }
         let stamp = producer.stamp(&self.checkpoint_topic, 0, cp_writer.count());
         let batch = cp_writer
@@ -451,8 +439,8 @@ impl Link {
 
     /// A committed round: maps and positions move on.
     fn committed(&mut self, done: Vec<Done>) {
-        for (key, tkey, c, records, bytes) in done {
-            self.metrics.copied(&self.name, bytes, records, 1);
+        for (key, tkey, c, records, bytes, batches) in done {
+            self.metrics.copied(&self.name, bytes, records, batches);
             self.maps.entry(tkey).or_default().apply(&c);
             self.copied_through(&key, c.next);
         }
