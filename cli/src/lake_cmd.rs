@@ -1,20 +1,16 @@
 //! `trib lake export` (a one-shot export of a topic range into the lake, exactly once: a rerun
 //! or a run after a crash resumes from what the lake holds) and `trib lake compact`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
-use trib_pipelines::event::Event;
 
-use crate::client::{chosen_partitions, parse_kv, parse_time_ms, ClientArgs, TIMEOUT};
+use crate::client::{parse_kv, parse_time_ms, ClientArgs};
+use crate::lake_read::{Chunk, Span, TopicReader};
 
 #[derive(Subcommand)]
 pub enum LakeCommand {
@@ -148,21 +144,15 @@ async fn compact(a: CompactArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events the reader thread hands over at a time.
-const BATCH: usize = 4096;
-
-/// One partition's range to export: [start, end).
-struct Range {
-    start: i64,
-    end: i64,
-}
-
 async fn export(a: ExportArgs) -> anyhow::Result<()> {
     let mode = match a.mode.as_str() {
         "json" => LakeMode::Json,
         "raw" => LakeMode::Raw,
         m => bail!("--mode `{m}`: json or raw"),
     };
+    if let Some(x) = a.client.extra.first() {
+        bail!("-X `{x}`: `trib lake export` reads with Tributary's native client (plaintext), which takes no librdkafka settings");
+    }
     let cfg = LakeSink {
         kind: "lake".into(),
         buffer: None,
@@ -178,21 +168,8 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     };
     let metrics = trib_pipelines::metrics::ComponentMetrics::default();
     let mut writer = trib_lake::LakeWriter::open(&cfg, metrics.clone()).await?;
-    let consumer: BaseConsumer = a
-        .client
-        .config()?
-        .set("group.id", "trib-lake-export")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        // Only committed records of transactional producers.
-        .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "67108864")
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.max.messages.kbytes", "262144")
-        .create()
-        .context("cannot create the consumer")?;
-    let parts = chosen_partitions(&consumer, &a.client.brokers, &a.topic, &a.partitions)
-        .context("--partitions")?;
+    let reader = TopicReader::connect(&a.client.brokers, &a.topic).await?;
+    let parts = reader.partitions(&a.partitions).context("--partitions")?;
     let from_time = a
         .from_time
         .as_deref()
@@ -203,21 +180,25 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|t| parse_time_ms(t, "--to-time"))
         .transpose()?;
-    // Each partition's range, from the broker's offsets and what the lake already holds.
-    let mut ranges: HashMap<i32, Range> = HashMap::new();
+    // Each partition's range, from the broker's offsets and what the lake already holds. A
+    // read_committed read ends at the last stable offset: records of transactions still open
+    // are left for the next export.
+    let lows = reader.offsets(&parts, -2, false).await?;
+    let highs = reader.offsets(&parts, -1, true).await?;
+    let at_time = match from_time {
+        Some(ms) => Some(reader.offsets(&parts, ms, false).await?),
+        None => None,
+    };
+    let mut spans = Vec::with_capacity(parts.len());
     for &p in &parts {
-        let (low, high) = consumer
-            .fetch_watermarks(&a.topic, p, TIMEOUT)
-            .with_context(|| format!("{} partition {p}: offsets", a.topic))?;
+        let (low, high) = (
+            lows.get(&p).copied().unwrap_or(0),
+            highs.get(&p).copied().unwrap_or(0),
+        );
         let mut start = a.from_offset.unwrap_or(low).max(low);
-        if let Some(ms) = from_time {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&a.topic, p, Offset::Offset(ms))?;
-            let found = consumer
-                .offsets_for_times(tpl, TIMEOUT)
-                .with_context(|| format!("{} partition {p}: offset lookup by time", a.topic))?;
-            start = match found.find_partition(&a.topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => o,
+        if let Some(found) = &at_time {
+            start = match found.get(&p) {
+                Some(&o) if o >= 0 => o,
                 _ => high,
             };
         }
@@ -225,100 +206,41 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
             start = start.max(held + 1);
         }
         let end = a.to_offset.map_or(high, |o| o.min(high));
-        ranges.insert(p, Range { start, end });
+        spans.push(Span {
+            partition: p,
+            start,
+            end,
+        });
     }
-    let total: u64 = ranges
-        .values()
-        .map(|r| (r.end - r.start).max(0) as u64)
-        .sum();
-    let pb = bar(total, "exporting (records)");
-    let mut tpl = TopicPartitionList::new();
-    for (p, r) in &ranges {
-        if r.start < r.end {
-            tpl.add_partition_offset(&a.topic, *p, Offset::Offset(r.start))?;
-        }
-    }
-    let mut open: Vec<i32> = ranges
-        .iter()
-        .filter(|(_, r)| r.start < r.end)
-        .map(|(p, _)| *p)
-        .collect();
-    if open.is_empty() {
-        pb.finish_and_clear();
+    let total: u64 = spans.iter().map(|s| (s.end - s.start).max(0) as u64).sum();
+    if total == 0 {
         println!(
             "nothing to export: the lake holds {} up to the end",
             a.topic
         );
         return Ok(());
     }
-    consumer.assign(&tpl)?;
-    // The consumer runs on its own thread and hands over batches of events.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(8);
-    let topic: Arc<str> = a.topic.as_str().into();
-    let source: Arc<str> = "lake-export".into();
-    let ends: HashMap<i32, i64> = ranges.iter().map(|(p, r)| (*p, r.end)).collect();
-    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut idle = std::time::Instant::now();
-        while !open.is_empty() {
-            let m = match consumer.poll(Duration::from_millis(100)) {
-                None => {
-                    if idle.elapsed() > Duration::from_secs(60) {
-                        bail!("no records for 60 s with partitions {open:?} unfinished");
-                    }
-                    if !batch.is_empty()
-                        && tx
-                            .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Some(m) => m.context("consume failed")?,
-            };
-            idle = std::time::Instant::now();
-            let p = m.partition();
-            let end = ends.get(&p).copied().unwrap_or(i64::MAX);
-            let past_time =
-                to_time.is_some_and(|t| m.timestamp().to_millis().is_some_and(|ts| ts > t));
-            if m.offset() >= end || past_time || !open.contains(&p) {
-                if open.contains(&p) {
-                    open.retain(|x| *x != p);
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&topic, p);
-                    let _ = consumer.incremental_unassign(&tpl);
-                }
-                continue;
-            }
-            batch.push(trib_connectors::kafka::event_of(&source, &topic, &m));
-            if m.offset() + 1 >= end {
-                open.retain(|x| *x != p);
-            }
-            if batch.len() >= BATCH
-                && tx
-                    .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                    .is_err()
-            {
-                return Ok(());
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
-        }
-        Ok(())
-    });
+    let pb = bar(total, "exporting (records)");
+    // The reader fetches ahead of the writer by a few fetches.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let reading =
+        tokio::spawn(async move { reader.read(spans, to_time, "lake-export".into(), tx).await });
     let mut exported = 0u64;
-    while let Some(batch) = rx.recv().await {
-        exported += batch.len() as u64;
-        pb.inc(batch.len() as u64);
-        for e in batch {
-            writer.push(e).await;
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Chunk::Events(batch) => {
+                exported += batch.len() as u64;
+                pb.inc(batch.len() as u64);
+                for e in batch {
+                    writer.push(e).await;
+                }
+            }
+            Chunk::End(p) => writer.roll_partition(&a.topic, p).await,
         }
     }
     writer.finish().await;
     pb.finish_and_clear();
-    reader.await??;
+    reading.await??;
     // A roll that could not be encoded is logged and not in the lake; say so rather than exit
     // as if all were exported.
     let failed = metrics.errors.get();

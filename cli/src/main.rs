@@ -11,6 +11,7 @@ mod client;
 mod consume;
 mod group;
 mod lake_cmd;
+mod lake_read;
 mod mirror_cmd;
 mod pipeline_cmd;
 mod produce;

@@ -58,7 +58,7 @@ pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
                 None => w.insert(ArrowWriter::try_new(
                     Vec::with_capacity(raw_len(events) / 3),
                     b.schema(),
-                    Some(writer_properties()),
+                    Some(writer_properties_for(&b)),
                 )?),
             };
             Ok(w.write(&b)?)
@@ -116,8 +116,32 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// `writer_properties`, without dictionary encoding for the columns of `first` that hold long
+/// free text (sampled values of 64 bytes or more on average, nearly all different): there a
+/// dictionary would only be built to be abandoned.
+pub fn writer_properties_for(first: &RecordBatch) -> WriterProperties {
+    const SAMPLE: usize = 256;
+    let mut b = writer_properties().into_builder();
+    for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+        let Some(text) = column.as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        let sampled: Vec<&str> = text.iter().take(SAMPLE).flatten().collect();
+        let distinct: std::collections::HashSet<&str> = sampled.iter().copied().collect();
+        let long = sampled.iter().map(|v| v.len()).sum::<usize>() >= sampled.len() * 64;
+        if long && sampled.len() >= SAMPLE / 2 && distinct.len() * 10 >= sampled.len() * 9 {
+            b = b.set_column_dictionary_enabled(field.name().as_str().into(), false);
+        }
+    }
+    b.build()
+}
+
 fn write_parquet(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
-    let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))?;
+    let mut w = ArrowWriter::try_new(
+        Vec::new(),
+        batch.schema(),
+        Some(writer_properties_for(batch)),
+    )?;
     w.write(batch)?;
     Ok(w.into_inner()?)
 }

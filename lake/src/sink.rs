@@ -4,10 +4,10 @@
 //! when the gathered events reach `roll_rows` or `roll_bytes`, or the first has waited
 //! `roll_age_ms`, they are written as a roll: one Parquet file per hour they fall in, each
 //! stored whole before the next (`layout`). Only then are the events acknowledged, so the Kafka
-//! source commits offsets the lake already holds. Rolls of different partitions are encoded and
-//! stored at the same time, as many as there are cores (at most `MAX_STORING`), while the next
-//! are gathered; the rolls of one partition are stored one at a time, in order, so only a
-//! partition's newest roll can be cut short by a crash.
+//! source commits offsets the lake already holds. Rolls are encoded at the same time, as many as
+//! there are cores (at most `MAX_STORING`), while the next are gathered, rolls of one partition
+//! too; but a partition's rolls are stored one at a time, in order, so only its newest roll can
+//! be cut short by a crash.
 //!
 //! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
 //! crash left half-done is removed, and events at or below the held offsets are acknowledged
@@ -250,15 +250,23 @@ impl LakeWriter {
         }
     }
 
-    /// Starts storing a roll once the previous roll of its partition is stored and a slot is
-    /// free.
-    async fn roll(&mut self, key: Key, g: Gathered) {
-        if let Some(t) = self.storing.remove(&key) {
-            wait_stored(t).await;
+    /// Rolls what is gathered for `table`'s Kafka `partition` now (an export calls it when a
+    /// partition's range is read, so its last roll is encoded while the next partition is read).
+    pub async fn roll_partition(&mut self, table: &str, partition: i32) {
+        let key = (Arc::from(table), Some(partition));
+        if let Some(g) = self.gathered.remove(&key) {
+            self.roll(key, g).await;
         }
+    }
+
+    /// Starts encoding a roll once a slot is free; its files are stored once the previous roll
+    /// of its partition is stored, so rolls of one partition are encoded side by side but
+    /// stored in order.
+    async fn roll(&mut self, key: Key, g: Gathered) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return; // The semaphore is never closed.
         };
+        let previous = self.storing.remove(&key);
         if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
             self.committed.insert((key.0.clone(), p), last);
         }
@@ -281,10 +289,16 @@ impl LakeWriter {
         }
         let (store, enc, metrics) = (self.store.clone(), self.enc.clone(), self.metrics.clone());
         let task = tokio::spawn(async move {
-            let mut delivered = Vec::with_capacity(g.rows);
+            let mut encoded = Vec::with_capacity(names.len());
             for (events, key) in g.files.into_values().zip(names) {
-                let events = store_file(&store, &enc, &metrics, &key, events).await;
-                delivered.extend(events);
+                encoded.push(encode_file(&store, &enc, &metrics, key, events).await);
+            }
+            if let Some(previous) = previous {
+                wait_stored(previous).await;
+            }
+            let mut delivered = Vec::with_capacity(g.rows);
+            for file in encoded {
+                delivered.extend(store_file(&store, &metrics, file).await);
             }
             drop(slot);
             metrics.events_out.inc_by(delivered.len() as u64);
@@ -303,41 +317,68 @@ async fn wait_stored(t: JoinHandle<()>) {
     }
 }
 
-/// Encodes and stores one file, retrying with backoff until it is stored; returns its events.
-async fn store_file(
+/// One file of a roll: its name, its events and its Parquet bytes (None: it could not be
+/// encoded, and its events are abandoned).
+struct EncodedFile {
+    key: String,
+    events: Vec<Event>,
+    bytes: Option<Bytes>,
+}
+
+/// Encodes one file on a blocking thread.
+async fn encode_file(
     store: &LakeStore,
     enc: &Arc<Encoding>,
     metrics: &ComponentMetrics,
-    key: &str,
+    key: String,
     events: Vec<Event>,
-) -> Vec<Event> {
-    let events = Arc::new(events);
-    let (ev, en) = (events.clone(), enc.clone());
-    let encoded = tokio::task::spawn_blocking(move || parquet_file::encode(&ev, &en)).await;
-    let bytes = match encoded {
-        Ok(Ok(e)) => {
+) -> EncodedFile {
+    let (en, count) = (enc.clone(), events.len());
+    let encoded = tokio::task::spawn_blocking(move || {
+        let r = parquet_file::encode(&events, &en);
+        (events, r)
+    })
+    .await;
+    let (events, r) = match encoded {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(lake = %store.location(), key, error = %e, "lake encoder task failed; its events are abandoned");
+            metrics.errors.inc_by(count as u64);
+            return EncodedFile {
+                key,
+                events: Vec::new(),
+                bytes: None,
+            };
+        }
+    };
+    let bytes = match r {
+        Ok(e) => {
             metrics.errors.inc_by(e.rejected);
             if e.rejected > 0 {
                 tracing::warn!(lake = %store.location(), key, values = e.rejected, "values that do not fit the declared schema were written as null");
             }
-            Bytes::from(e.bytes)
+            Some(Bytes::from(e.bytes))
         }
         // Encoding does not fail on events (json falls back to raw); if it does, the events
         // are abandoned, not acknowledged, so their source does not count them as stored.
-        Ok(Err(e)) => {
-            tracing::error!(lake = %store.location(), key, error = %e, "lake file cannot be encoded; its events are abandoned");
-            metrics.errors.inc_by(events.len() as u64);
-            return Vec::new();
-        }
         Err(e) => {
-            tracing::error!(lake = %store.location(), key, error = %e, "lake encoder task failed; its events are abandoned");
-            metrics.errors.inc_by(events.len() as u64);
-            return Vec::new();
+            tracing::error!(lake = %store.location(), key, error = %e, "lake file cannot be encoded; its events are abandoned");
+            None
         }
+    };
+    EncodedFile { key, events, bytes }
+}
+
+/// Stores one encoded file, retrying with backoff until it is stored; returns its events
+/// (none when it could not be encoded).
+async fn store_file(store: &LakeStore, metrics: &ComponentMetrics, f: EncodedFile) -> Vec<Event> {
+    let Some(bytes) = f.bytes else {
+        metrics.errors.inc_by(f.events.len() as u64);
+        return Vec::new();
     };
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store.put(key, bytes.clone()).await {
+        match store.put(&f.key, bytes.clone()).await {
             Ok(()) => {
                 metrics.bytes_out.inc_by(bytes.len() as u64);
                 metrics.batches_out.inc();
@@ -350,8 +391,5 @@ async fn store_file(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-    Arc::try_unwrap(events).unwrap_or_else(|_| {
-        tracing::error!("lake: events still shared after their file was stored");
-        Vec::new()
-    })
+    f.events
 }

@@ -77,10 +77,35 @@ impl Event {
         value: Option<&[u8]>,
         headers: Vec<(HeaderName, Bytes)>,
     ) -> Self {
-        Self {
-            raw: Some(Bytes::copy_from_slice(value.unwrap_or_default())),
+        Self::from_record_bytes(
+            source,
+            topic,
+            partition,
+            offset,
             timestamp_ms,
-            key: key.map(Bytes::copy_from_slice),
+            key.map(Bytes::copy_from_slice),
+            Some(Bytes::copy_from_slice(value.unwrap_or_default())),
+            headers,
+        )
+    }
+
+    /// An event read from a Kafka record whose key and value are already shared bytes (no
+    /// copy); a null value becomes an empty body, as in `from_record`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_record_bytes(
+        source: &Arc<str>,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: i64,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
+        headers: Vec<(HeaderName, Bytes)>,
+    ) -> Self {
+        Self {
+            raw: Some(value.unwrap_or_default()),
+            timestamp_ms,
+            key,
             headers,
             meta: Meta {
                 source: source.clone(),

@@ -335,9 +335,33 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
     /// The record's header section (count, then name/value pairs), read by `header`.
     headers: &'a [u8],
+    /// The (decompressed) records the slices above point into.
+    records: &'a Bytes,
 }
 
 impl<'a> RecordView<'a> {
+    /// `part` (the key, the value or a header of this record) as shared bytes of the batch,
+    /// without a copy; a slice from elsewhere is copied.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        let base = self.records.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        if at >= base && at + part.len() <= base + self.records.len() {
+            self.records.slice_ref(part)
+        } else {
+            Bytes::copy_from_slice(part)
+        }
+    }
+
+    /// The key as shared bytes of the batch (no copy).
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key.map(|k| self.share(k))
+    }
+
+    /// The value as shared bytes of the batch (no copy).
+    pub fn value_bytes(&self) -> Option<Bytes> {
+        self.value.map(|v| self.share(v))
+    }
+
     /// The value of the first header named `name` (`Some(None)`: present with a null value).
     pub fn header(&self, name: &str) -> Option<Option<&'a [u8]>> {
         self.headers()
@@ -400,6 +424,7 @@ pub fn for_each_record(
             key,
             value,
             headers: rec,
+            records: &records,
         });
     }
     Ok(())
@@ -446,29 +471,22 @@ pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, 
     use std::io::Read;
     let bad = |_| BatchError::Invalid("compressed records do not decompress");
     let over = || BatchError::Invalid("compressed records decompress past the size limit");
-    let mut out = Vec::new();
+    if codec == 0 {
+        return Ok(body);
+    }
+    // Sized for a typical ratio up front, so the buffer is not grown (and copied) repeatedly.
+    let read_all = |r: &mut dyn Read| -> Result<Bytes, BatchError> {
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
+        r.take(limit + 1).read_to_end(&mut out).map_err(bad)?;
+        if out.len() as u64 > limit {
+            return Err(over());
+        }
+        Ok(Bytes::from(out))
+    };
     match codec {
-        0 => return Ok(body),
-        1 => {
-            flate2::read::GzDecoder::new(&body[..])
-                .take(limit + 1)
-                .read_to_end(&mut out)
-                .map_err(bad)?;
-        }
-        3 => {
-            lz4::Decoder::new(&body[..])
-                .map_err(bad)?
-                .take(limit + 1)
-                .read_to_end(&mut out)
-                .map_err(bad)?;
-        }
-        4 => {
-            zstd::stream::read::Decoder::new(&body[..])
-                .map_err(bad)?
-                .take(limit + 1)
-                .read_to_end(&mut out)
-                .map_err(bad)?;
-        }
+        1 => read_all(&mut flate2::read::GzDecoder::new(&body[..])),
+        3 => read_all(&mut lz4::Decoder::new(&body[..]).map_err(bad)?),
+        4 => read_all(&mut zstd::stream::read::Decoder::new(&body[..]).map_err(bad)?),
         2 => {
             const XERIAL: &[u8] = b"\x82SNAPPY\x00";
             let snappy_len = |b: &[u8]| {
@@ -497,17 +515,13 @@ pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, 
             }
             use kafka_protocol::compression::{Decompressor, Snappy};
             let mut body = body;
-            return Snappy::decompress(&mut body, |b: &mut Bytes| -> anyhow::Result<Bytes> {
+            Snappy::decompress(&mut body, |b: &mut Bytes| -> anyhow::Result<Bytes> {
                 Ok(std::mem::take(b))
             })
-            .map_err(|_| BatchError::Invalid("compressed records do not decompress"));
+            .map_err(|_| BatchError::Invalid("compressed records do not decompress"))
         }
-        _ => return Err(BatchError::Invalid("unknown compression codec")),
+        _ => Err(BatchError::Invalid("unknown compression codec")),
     }
-    if out.len() as u64 > limit {
-        return Err(over());
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Reads a varint-length-prefixed byte string (-1: null).
