@@ -517,6 +517,38 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::json;
 
+    #[test]
+    fn long_free_text_is_written_without_a_dictionary() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let events: Vec<Event> = (0..300)
+            .map(|i| {
+                let text = format!("{i} {}", "lorem ipsum dolor ".repeat(5));
+                let level = ["info", "warn"][i % 2];
+                Event::raw(json!({"text": text, "level": level}).to_string())
+            })
+            .collect();
+        let enc = Encoding {
+            mode: LakeMode::Json,
+            schema: Vec::new(),
+        };
+        let bytes = bytes::Bytes::from(encode(&events, &enc).unwrap().bytes);
+        let file = SerializedFileReader::new(bytes).unwrap();
+        let rg = file.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            (0..rg.num_columns())
+                .map(|i| rg.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+                .dictionary_page_offset()
+                .is_some()
+        };
+        assert!(!dictionary("text"), "unique long text kept a dictionary");
+        assert!(
+            dictionary("level"),
+            "a two-value column lost its dictionary"
+        );
+    }
+
     fn read(e: Encoded) -> RecordBatch {
         let r = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(e.bytes))
             .unwrap()

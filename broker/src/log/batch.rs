@@ -625,6 +625,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn records_share_their_batch_without_copies() {
+        for compression in [Compression::None, Compression::Lz4] {
+            let b = make_batch(1000, &[0, 1], compression);
+            let mut seen = 0;
+            for_each_record(&b, |r| {
+                let v = r.value_bytes().unwrap();
+                assert_eq!(&v[..], r.value.unwrap());
+                // The same memory, not a copy.
+                assert_eq!(v.as_ptr(), r.value.unwrap().as_ptr());
+                assert_eq!(r.key_bytes().unwrap(), Bytes::from(format!("k{seen}")));
+                let (_, h) = r.headers().next().unwrap();
+                assert_eq!(r.share(h.unwrap()), Bytes::from_static(b"x"));
+                // A slice from elsewhere is copied, not refused.
+                assert_eq!(r.share(b"other"), Bytes::from_static(b"other"));
+                seen += 1;
+            })
+            .unwrap();
+            assert_eq!(seen, 2);
+        }
+    }
+
+    #[test]
     fn valid_batch_passes_and_corruption_is_named() {
         let b = make_batch(1000, &[0, 5, 3], Compression::None);
         let hs = validate_produce(&b, 1 << 20).unwrap();
