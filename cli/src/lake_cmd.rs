@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
 
 use crate::client::{parse_kv, parse_time_ms, ClientArgs};
-use crate::lake_read::{Chunk, Span, TopicReader};
+use crate::lake_read::{At, Chunk, Span, TopicReader};
 
 #[derive(Subcommand)]
 pub enum LakeCommand {
@@ -183,10 +183,10 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     // Each partition's range, from the broker's offsets and what the lake already holds. A
     // read_committed read ends at the last stable offset: records of transactions still open
     // are left for the next export.
-    let lows = reader.offsets(&parts, -2, false).await?;
-    let highs = reader.offsets(&parts, -1, true).await?;
+    let lows = reader.offsets(&parts, At::LogStart).await?;
+    let highs = reader.offsets(&parts, At::StableEnd).await?;
     let at_time = match from_time {
-        Some(ms) => Some(reader.offsets(&parts, ms, false).await?),
+        Some(ms) => Some(reader.offsets(&parts, At::Time(ms)).await?),
         None => None,
     };
     let mut spans = Vec::with_capacity(parts.len());

@@ -28,6 +28,17 @@ pub struct Span {
     pub end: i64,
 }
 
+/// Where in a partition `TopicReader::offsets` looks.
+#[derive(Debug, Clone, Copy)]
+pub enum At {
+    /// The first offset still held.
+    LogStart,
+    /// Where a read_committed consumer stops: the last stable offset.
+    StableEnd,
+    /// The first record at or after this time (epoch ms); -1 when there is none.
+    Time(i64),
+}
+
 /// A topic on a cluster, with its partitions' leaders.
 pub struct TopicReader {
     cluster: Cluster,
@@ -69,15 +80,8 @@ impl TopicReader {
         Ok(wanted.to_vec())
     }
 
-    /// Each partition's offset for `timestamp` (ListOffsets: -2 log start, -1 end, else the
-    /// first record at or after that time, -1 when there is none); `stable`: the end a
-    /// read_committed consumer reaches (last stable offset).
-    pub async fn offsets(
-        &self,
-        parts: &[i32],
-        timestamp: i64,
-        stable: bool,
-    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+    /// Each partition's offset at `at` (ListOffsets, grouped by leader).
+    pub async fn offsets(&self, parts: &[i32], at: At) -> anyhow::Result<BTreeMap<i32, i64>> {
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for p in parts {
             by_leader
@@ -88,12 +92,10 @@ impl TopicReader {
         let mut out = BTreeMap::new();
         for (leader, ps) in by_leader {
             let node = (leader >= 0).then_some(leader);
-            let found = if stable {
-                self.cluster.stable_ends(node, &self.topic, &ps).await
-            } else {
-                self.cluster
-                    .list_offsets(node, &self.topic, &ps, timestamp)
-                    .await
+            let found = match at {
+                At::LogStart => self.cluster.list_offsets(node, &self.topic, &ps, -2).await,
+                At::StableEnd => self.cluster.stable_ends(node, &self.topic, &ps).await,
+                At::Time(ms) => self.cluster.list_offsets(node, &self.topic, &ps, ms).await,
             };
             out.extend(
                 found.with_context(|| format!("{} partitions {ps:?}: offsets", self.topic))?,

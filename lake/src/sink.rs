@@ -318,14 +318,15 @@ async fn wait_stored(t: JoinHandle<()>) {
 }
 
 /// One file of a roll: its name, its events and its Parquet bytes (None: it could not be
-/// encoded, and its events are abandoned).
+/// encoded; its events are then abandoned, already counted as errors, and `events` is empty).
 struct EncodedFile {
     key: String,
     events: Vec<Event>,
     bytes: Option<Bytes>,
 }
 
-/// Encodes one file on a blocking thread.
+/// Encodes one file on a blocking thread; events that cannot be encoded are counted as errors
+/// and dropped, never acknowledged.
 async fn encode_file(
     store: &LakeStore,
     enc: &Arc<Encoding>,
@@ -363,7 +364,12 @@ async fn encode_file(
         // are abandoned, not acknowledged, so their source does not count them as stored.
         Err(e) => {
             tracing::error!(lake = %store.location(), key, error = %e, "lake file cannot be encoded; its events are abandoned");
-            None
+            metrics.errors.inc_by(count as u64);
+            return EncodedFile {
+                key,
+                events: Vec::new(),
+                bytes: None,
+            };
         }
     };
     EncodedFile { key, events, bytes }
@@ -373,8 +379,7 @@ async fn encode_file(
 /// (none when it could not be encoded).
 async fn store_file(store: &LakeStore, metrics: &ComponentMetrics, f: EncodedFile) -> Vec<Event> {
     let Some(bytes) = f.bytes else {
-        metrics.errors.inc_by(f.events.len() as u64);
-        return Vec::new();
+        return Vec::new(); // Not encoded: counted as errors by `encode_file`.
     };
     let mut backoff = Duration::from_millis(100);
     loop {
