@@ -4,9 +4,10 @@
 //! the lake as readers should see it (no superseded or partial files); `output` writes results
 //! as a table, CSV, JSON or Parquet; `prompt` is the interactive prompt; `http` answers queries
 //! over HTTP as JSON or Arrow IPC; `live` is `tail('<topic>')`, the part of a topic not yet in
-//! the lake, read from the broker.
+//! the lake, read from the broker; `filter_and` evaluates the `AND` of a filter in one step.
 
 pub mod catalog;
+pub mod filter_and;
 pub mod http;
 pub mod live;
 pub mod output;
