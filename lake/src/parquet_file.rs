@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::{
-    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    cast::AsArray, Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -116,24 +116,74 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// `writer_properties`, without dictionary encoding for the columns of `first` that hold long
-/// free text (sampled values of 64 bytes or more on average, nearly all different): there a
-/// dictionary would only be built to be abandoned.
+/// `writer_properties`, without dictionary encoding for the columns of `first` whose values are
+/// nearly all different: identifiers, timestamps, offsets, measurements, free text. There a
+/// dictionary is as large as the values and costs a hash per value to build (or, past its page
+/// limit, is built only to be abandoned), and readers pay a lookup per value. Judged on up to
+/// 256 sampled values: at most 1% repeated, or for long text (64 bytes or more on average) at
+/// most 10%.
 pub fn writer_properties_for(first: &RecordBatch) -> WriterProperties {
-    const SAMPLE: usize = 256;
     let mut b = writer_properties().into_builder();
     for (field, column) in first.schema().fields().iter().zip(first.columns()) {
-        let Some(text) = column.as_any().downcast_ref::<StringArray>() else {
-            continue;
-        };
-        let sampled: Vec<&str> = text.iter().take(SAMPLE).flatten().collect();
-        let distinct: std::collections::HashSet<&str> = sampled.iter().copied().collect();
-        let long = sampled.iter().map(|v| v.len()).sum::<usize>() >= sampled.len() * 64;
-        if long && sampled.len() >= SAMPLE / 2 && distinct.len() * 10 >= sampled.len() * 9 {
-            b = b.set_column_dictionary_enabled(field.name().as_str().into(), false);
+        if let Some(sample) = sample_values(column.as_ref()) {
+            if sample.nearly_all_different() {
+                b = b.set_column_dictionary_enabled(field.name().as_str().into(), false);
+            }
         }
     }
     b.build()
+}
+
+/// What `writer_properties_for` learns from a column's first values.
+struct Sample {
+    values: usize,
+    distinct: usize,
+    bytes: usize,
+}
+
+impl Sample {
+    fn nearly_all_different(&self) -> bool {
+        const SAMPLE: usize = 256;
+        if self.values < SAMPLE / 2 {
+            return false;
+        }
+        let repeated = self.values - self.distinct;
+        let long = self.bytes >= self.values * 64;
+        repeated * 100 <= self.values || (long && repeated * 10 <= self.values)
+    }
+}
+
+/// The first 256 non-null values of a text or fixed-width column, as bytes (None: another
+/// type, whose encoding is left to Parquet).
+fn sample_values(column: &dyn Array) -> Option<Sample> {
+    const SAMPLE: usize = 256;
+    let data = column.to_data();
+    let values: Vec<&[u8]> = if let Some(text) = column.as_string_opt::<i32>() {
+        text.iter()
+            .flatten()
+            .take(SAMPLE)
+            .map(str::as_bytes)
+            .collect()
+    } else {
+        let width = column.data_type().primitive_width()?;
+        let buffer = data.buffers().first()?.as_slice();
+        (0..column.len())
+            .filter(|&i| column.is_valid(i))
+            .take(SAMPLE)
+            .filter_map(|i| {
+                buffer.get((data.offset() + i) * width..(data.offset() + i + 1) * width)
+            })
+            .collect()
+    };
+    let distinct = values
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    Some(Sample {
+        values: values.len(),
+        distinct,
+        bytes: values.iter().map(|v| v.len()).sum(),
+    })
 }
 
 fn write_parquet(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
@@ -518,13 +568,24 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn long_free_text_is_written_without_a_dictionary() {
+    fn nearly_unique_columns_are_written_without_a_dictionary() {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let events: Vec<Event> = (0..300)
             .map(|i| {
-                let text = format!("{i} {}", "lorem ipsum dolor ".repeat(5));
+                // Long text with a repeat every 20 values (5%), short text and numbers that
+                // repeat every 50 values, and unique numbers.
+                let text = format!("{} {}", i % 20 * 1000 + i, "lorem ipsum dolor ".repeat(5));
+                let text = if i % 20 == 19 {
+                    "same".repeat(20)
+                } else {
+                    text
+                };
                 let level = ["info", "warn"][i % 2];
-                Event::raw(json!({"text": text, "level": level}).to_string())
+                Event::raw(
+                    json!({"text": text, "level": level, "id": i, "latency": i as f64 / 7.0,
+                           "user": format!("user-{}", i % 50), "code": i % 50})
+                    .to_string(),
+                )
             })
             .collect();
         let enc = Encoding {
@@ -542,11 +603,12 @@ mod tests {
                 .dictionary_page_offset()
                 .is_some()
         };
-        assert!(!dictionary("text"), "unique long text kept a dictionary");
-        assert!(
-            dictionary("level"),
-            "a two-value column lost its dictionary"
-        );
+        for unique in ["text", "id", "latency"] {
+            assert!(!dictionary(unique), "{unique} kept a dictionary");
+        }
+        for repeating in ["level", "user", "code"] {
+            assert!(dictionary(repeating), "{repeating} lost its dictionary");
+        }
     }
 
     fn read(e: Encoded) -> RecordBatch {

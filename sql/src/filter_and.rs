@@ -61,17 +61,24 @@ impl fmt::Display for AllOf {
 /// Where `value` (a part's answer for `len` rows) is true; null counts as false.
 fn truth(value: ColumnarValue, len: usize) -> Result<BooleanBuffer> {
     match value {
-        ColumnarValue::Scalar(ScalarValue::Boolean(v)) => Ok(BooleanBuffer::collect_bool(
-            len,
-            |_| v == Some(true),
-        )),
-        ColumnarValue::Scalar(other) => exec_err!("a filter's condition gave {other}, not a boolean"),
+        ColumnarValue::Scalar(ScalarValue::Boolean(v)) => {
+            Ok(BooleanBuffer::collect_bool(len, |_| v == Some(true)))
+        }
+        ColumnarValue::Scalar(other) => {
+            exec_err!("a filter's condition gave {other}, not a boolean")
+        }
         ColumnarValue::Array(array) => {
             let Some(b) = array.as_boolean_opt() else {
-                return exec_err!("a filter's condition gave {}, not booleans", array.data_type());
+                return exec_err!(
+                    "a filter's condition gave {}, not booleans",
+                    array.data_type()
+                );
             };
             if b.len() != len {
-                return exec_err!("a filter's condition gave {} values for {len} rows", b.len());
+                return exec_err!(
+                    "a filter's condition gave {} values for {len} rows",
+                    b.len()
+                );
             }
             Ok(match b.nulls() {
                 Some(nulls) => b.values() & nulls.inner(),
@@ -176,7 +183,9 @@ impl PhysicalOptimizerRule for FilterAnd {
             let rewritten = FilterExecBuilder::from(filter)
                 .with_predicate(Arc::new(AllOf::new(parts)))
                 .build()?;
-            Ok(Transformed::yes(Arc::new(rewritten) as Arc<dyn ExecutionPlan>))
+            Ok(Transformed::yes(
+                Arc::new(rewritten) as Arc<dyn ExecutionPlan>
+            ))
         })
         .map(|t| t.data)
     }
@@ -205,9 +214,9 @@ mod tests {
             Field::new("region", DataType::Utf8, true),
         ]));
         let status = Int64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some(i % 9)));
-        let region = StringArray::from_iter((0..n).map(|i| {
-            (i % 7 != 0).then(|| ["eu", "us", "ap"][(i % 3) as usize].to_string())
-        }));
+        let region = StringArray::from_iter(
+            (0..n).map(|i| (i % 7 != 0).then(|| ["eu", "us", "ap"][(i % 3) as usize].to_string())),
+        );
         RecordBatch::try_new(schema, vec![Arc::new(status), Arc::new(region)]).unwrap()
     }
 
@@ -219,10 +228,8 @@ mod tests {
         let s = b.schema();
         for (status, op) in [(8i64, Operator::Eq), (1, Operator::Gt), (100, Operator::Eq)] {
             let first = binary(col("status", &s).unwrap(), op, lit(status), &s).unwrap();
-            let second =
-                binary(col("region", &s).unwrap(), Operator::Eq, lit("eu"), &s).unwrap();
-            let third =
-                binary(col("status", &s).unwrap(), Operator::NotEq, lit(3i64), &s).unwrap();
+            let second = binary(col("region", &s).unwrap(), Operator::Eq, lit("eu"), &s).unwrap();
+            let third = binary(col("status", &s).unwrap(), Operator::NotEq, lit(3i64), &s).unwrap();
             let theirs = binary(
                 binary(first.clone(), Operator::And, second.clone(), &s).unwrap(),
                 Operator::And,
@@ -230,7 +237,11 @@ mod tests {
                 &s,
             )
             .unwrap();
-            let theirs = theirs.evaluate(&b).unwrap().into_array(b.num_rows()).unwrap();
+            let theirs = theirs
+                .evaluate(&b)
+                .unwrap()
+                .into_array(b.num_rows())
+                .unwrap();
             let ours = AllOf::new(vec![first, second, third])
                 .evaluate(&b)
                 .unwrap()
@@ -240,7 +251,11 @@ mod tests {
             let ours = ours.as_boolean();
             assert_eq!(ours.null_count(), 0);
             for i in 0..b.num_rows() {
-                assert_eq!(ours.value(i), theirs.is_valid(i) && theirs.value(i), "row {i}");
+                assert_eq!(
+                    ours.value(i),
+                    theirs.is_valid(i) && theirs.value(i),
+                    "row {i}"
+                );
             }
         }
     }
