@@ -5,7 +5,8 @@
 #      second from the export's start to its exit, its CPU time and peak RSS;
 #   2. SQL: scan, filter, group-by and time-range queries on the exported files, each run 7
 #      times in one session by `trib sql` (DataFusion; -e repeated; the time it prints for each
-#      query) and by DuckDB (Python package, one connection, time of execute + fetch); medians.
+#      query) and by DuckDB (Python package, one connection, time of execute + fetch), in 3
+#      rounds that alternate the engines; medians of the 21 runs.
 # Usage: scripts/bench-lake.sh [N]   (default 2,000,000)
 N="${1:-2000000}"
 source "$(dirname "$0")/bench-common.sh" lbench
@@ -70,23 +71,25 @@ queries = {
     "group-by": "SELECT path, count(*) AS n, avg(latency_ms) AS l FROM {t} GROUP BY path ORDER BY n DESC LIMIT 10",
     "time range": "SELECT count(*), max(latency_ms) FROM {t} WHERE _timestamp >= TIMESTAMP '2024-05-01 10:30:00+00:00' AND _timestamp < TIMESTAMP '2024-05-01 10:40:00+00:00'",
 }
-RUNS = 7
+RUNS, ROUNDS = 7, 3
 con = duckdb.connect()
 con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{lake}/bench-lake/**/*.parquet', hive_partitioning = true, union_by_name = true)")
 print(f"{'query':<12} {'trib sql':>10} {'(first)':>9} {'DuckDB':>10} {'(first)':>9} {'ratio':>7}")
 for name, q in queries.items():
-    # One trib sql process runs the query RUNS times (-e repeated), as the DuckDB connection
-    # does: both sessions keep what they cache between queries.
-    args = [trib, "sql", "--path", lake]
-    for _ in range(RUNS):
-        args += ["-e", q.format(t='"bench-lake"')]
-    p = subprocess.run(args, capture_output=True, text=True, check=True)
-    ours = [float(x) for x in re.findall(r"in ([0-9.]+) s", p.stderr)]
-    theirs = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        con.execute(q.format(t="t")).fetchall()
-        theirs.append(time.perf_counter() - t)
+    # Rounds alternate the engines, so that a slow spell of the machine falls on both. In a
+    # round, one trib sql process runs the query RUNS times (-e repeated), as the DuckDB
+    # connection does: both sessions keep what they cache between queries.
+    ours, theirs = [], []
+    for _ in range(ROUNDS):
+        args = [trib, "sql", "--path", lake]
+        for _ in range(RUNS):
+            args += ["-e", q.format(t='"bench-lake"')]
+        p = subprocess.run(args, capture_output=True, text=True, check=True)
+        ours += [float(x) / 1000 for x in re.findall(r"in ([0-9.]+) ms", p.stderr)]
+        for _ in range(RUNS):
+            t = time.perf_counter()
+            con.execute(q.format(t="t")).fetchall()
+            theirs.append(time.perf_counter() - t)
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"{name:<12} {a:>9.4f}s {ours[0]:>8.4f}s {b:>9.4f}s {theirs[0]:>8.4f}s {a / b:>6.2f}x")
 PYEOF

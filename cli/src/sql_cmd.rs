@@ -80,8 +80,10 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<()> {
             .with_context(|| format!("query `{}`", s.trim()))?;
         trib_sql::output::write(&schema, &batches, a.format, &mut out)?;
         if a.format == Format::Table {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            eprintln!("{rows} row(s) in {:.3} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "{}",
+                trib_sql::output::rows_note(&batches, started.elapsed())
+            );
         }
     }
     out.flush()?;

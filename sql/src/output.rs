@@ -81,6 +81,13 @@ pub fn write(
 }
 
 /// The rows as a JSON array of objects (the HTTP endpoint's answer).
+/// The line printed after a table: how many rows, and how long the statement took (in
+/// milliseconds, as psql does, so that short queries are timed to a tenth of one).
+pub fn rows_note(batches: &[RecordBatch], elapsed: std::time::Duration) -> String {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    format!("{rows} row(s) in {:.1} ms", elapsed.as_secs_f64() * 1000.0)
+}
+
 pub fn json_array(batches: &[RecordBatch]) -> Result<Vec<u8>, SqlError> {
     let mut w = arrow::json::ArrayWriter::new(Vec::new());
     for b in batches {

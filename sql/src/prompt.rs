@@ -67,12 +67,11 @@ pub async fn run_one(lake: &SqlLake, sql: &str, format: Format, out: &mut dyn st
     let started = Instant::now();
     match lake.query(sql).await {
         Ok((schema, batches)) => {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if let Err(e) = output::write(&schema, &batches, format, out) {
                 eprintln!("error: {e}");
             }
             if format == Format::Table {
-                eprintln!("{rows} row(s) in {:.3} s", started.elapsed().as_secs_f64());
+                eprintln!("{}", output::rows_note(&batches, started.elapsed()));
             }
         }
         Err(e) => eprintln!("error: {e}"),
