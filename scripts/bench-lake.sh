@@ -60,7 +60,7 @@ for run in 1 2 3 4; do
 done
 echo "   lake: $(du -sh "$LAKE" | cut -f1) in $(find "$LAKE" -name '*.parquet' | wc -l) files"
 
-echo "== SQL: trib sql (DataFusion) vs DuckDB, each query 7 times in one session, medians"
+echo "== SQL: trib sql (DataFusion) vs DuckDB, each query 7 times in one session, 3 rounds alternating, medians of 21"
 "$PY" - "$T" "$LAKE" <<'PYEOF'
 import statistics, subprocess, sys, time, re
 import duckdb
