@@ -121,6 +121,8 @@ impl TopicReader {
             let p = span.partition;
             let mut idle = Instant::now();
             let mut done = span.start >= span.end;
+            // Each fetch's events are gathered in a vector sized like the previous fetch's.
+            let mut expected = 0;
             while !done {
                 let pos = span.start;
                 let f = self
@@ -135,7 +137,7 @@ impl TopicReader {
                     )
                     .await
                     .with_context(|| format!("{topic} partition {p}: fetch at offset {pos}"))?;
-                let mut events = Vec::new();
+                let mut events = Vec::with_capacity(expected);
                 let mut bad = None;
                 let next = committed_batches(&f.records, &f.aborted, pos, |b, h| {
                     if done || bad.is_some() {
@@ -181,6 +183,7 @@ impl TopicReader {
                 }
                 span.start = next;
                 done |= next >= span.end;
+                expected = events.len();
                 if !events.is_empty() && tx.send(Chunk::Events(events)).await.is_err() {
                     return Ok(());
                 }

@@ -689,6 +689,42 @@ mod tests {
     }
 
     #[test]
+    fn long_text_with_nulls_over_many_pages_reads_back_exactly() {
+        // About 6 MiB of unique text, every 7th row without it: several compressed data pages
+        // of a nullable column (levels and values gathered per page), each page's buffer
+        // starting at the previous page's size.
+        let text = |i: i64| format!("{i:06} {}", "lorem ipsum dolor sit amet ".repeat(75));
+        let events: Vec<Event> = (0..3000i64)
+            .map(|i| match i % 7 {
+                0 => from_kafka(&format!(r#"{{"id":{i}}}"#), i),
+                _ => from_kafka(&format!(r#"{{"id":{i},"text":"{}"}}"#, text(i)), i),
+            })
+            .collect();
+        let e = encode(&events, &inferred()).unwrap();
+        let meta =
+            parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(e.bytes.clone()))
+                .unwrap();
+        let chunk = parquet::file::reader::FileReader::metadata(&meta).row_group(0);
+        let text_chunk = (0..chunk.num_columns())
+            .map(|i| chunk.column(i))
+            .find(|c| c.column_path().string() == "text")
+            .unwrap();
+        assert!(
+            text_chunk.uncompressed_size() > 4 << 20,
+            "the text should span several 1 MiB pages"
+        );
+        let b = read(e);
+        let got = column_json(&b, "text");
+        for (i, v) in got.iter().enumerate() {
+            let want = match i % 7 {
+                0 => Value::Null,
+                _ => json!(text(i as i64)),
+            };
+            assert_eq!(v, &want, "row {i}");
+        }
+    }
+
+    #[test]
     fn raw_json_bodies_over_several_chunks_are_one_file_in_order() {
         let n = 2 * ENCODE_CHUNK + 5;
         let events: Vec<Event> = (0..n as i64)

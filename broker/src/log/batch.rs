@@ -459,6 +459,14 @@ fn decompress(codec: i16, body: Bytes) -> Result<Bytes, BatchError> {
     decompress_bounded(codec, body, MAX_DECOMPRESSED)
 }
 
+thread_local! {
+    /// The buffer `decompress_bounded` decompresses streamed codecs into, per thread.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest decompression buffer a thread keeps between batches.
+const SCRATCH_KEPT: usize = 16 << 20;
+
 /// Most bytes one compressed batch may decompress to: a small batch from the network cannot
 /// become gigabytes in memory.
 pub const MAX_DECOMPRESSED: u64 = 128 << 20;
@@ -474,14 +482,25 @@ pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, 
     if codec == 0 {
         return Ok(body);
     }
-    // Sized for a typical ratio up front, so the buffer is not grown (and copied) repeatedly.
+    // Streamed codecs decompress into a buffer the thread keeps (warm, grown once), and the
+    // records are then copied into an allocation of their exact size: a buffer sized by guess
+    // would be kept whole by every record that shares it, and be new memory each time.
     let read_all = |r: &mut dyn Read| -> Result<Bytes, BatchError> {
-        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
-        r.take(limit + 1).read_to_end(&mut out).map_err(bad)?;
-        if out.len() as u64 > limit {
-            return Err(over());
-        }
-        Ok(Bytes::from(out))
+        SCRATCH.with(|scratch| {
+            let mut out = scratch.take();
+            out.clear();
+            out.reserve(body.len().saturating_mul(4).min(limit as usize));
+            let read = r.take(limit + 1).read_to_end(&mut out);
+            let records = match read {
+                Ok(_) if out.len() as u64 > limit => Err(over()),
+                Ok(_) => Ok(Bytes::copy_from_slice(&out)),
+                Err(e) => Err(bad(e)),
+            };
+            if out.capacity() <= SCRATCH_KEPT {
+                scratch.set(out);
+            }
+            records
+        })
     };
     match codec {
         1 => read_all(&mut flate2::read::GzDecoder::new(&body[..])),
@@ -621,6 +640,35 @@ pub(crate) mod tests {
             assert!(err.is_err(), "codec {codec}: 2 MiB passed a 1 MiB limit");
             let ok = decompress_bounded(codec, packed.clone(), 4 << 20).unwrap();
             assert_eq!(ok.len(), 2 << 20, "codec {codec}");
+        }
+    }
+
+    #[test]
+    fn each_decompressed_batch_is_its_own_memory() {
+        // Streamed codecs decompress through one buffer per thread: no batch may see another's
+        // bytes, whether it comes after a larger one or after one refused for its size.
+        use kafka_protocol::compression::Compressor;
+        let pack = |codec: i16, content: &[u8]| {
+            let mut packed = bytes::BytesMut::new();
+            let fill = |b: &mut bytes::BytesMut| {
+                b.extend_from_slice(content);
+                Ok(())
+            };
+            match codec {
+                1 => kafka_protocol::compression::Gzip::compress(&mut packed, fill).unwrap(),
+                3 => kafka_protocol::compression::Lz4::compress(&mut packed, fill).unwrap(),
+                _ => kafka_protocol::compression::Zstd::compress(&mut packed, fill).unwrap(),
+            }
+            packed.freeze()
+        };
+        for codec in [1i16, 3, 4] {
+            let large = decompress_bounded(codec, pack(codec, &[7u8; 3 << 20]), 4 << 20).unwrap();
+            let refused = decompress_bounded(codec, pack(codec, &[8u8; 2 << 20]), 1 << 20);
+            assert!(refused.is_err(), "codec {codec}");
+            let small = decompress_bounded(codec, pack(codec, b"small batch"), 4 << 20).unwrap();
+            assert_eq!(&small[..], b"small batch", "codec {codec}");
+            assert_eq!(large.len(), 3 << 20, "codec {codec}");
+            assert!(large.iter().all(|&b| b == 7), "codec {codec}");
         }
     }
 

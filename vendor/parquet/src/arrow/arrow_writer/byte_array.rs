@@ -253,7 +253,12 @@ impl FallbackEncoder {
         max_value: Option<ByteArray>,
     ) -> Result<DataPageValues<ByteArray>> {
         let (buf, encoding) = match &mut self.encoder {
-            FallbackEncoderImpl::Plain { buffer } => (std::mem::take(buffer), Encoding::PLAIN),
+            // Tributary patch: the next page's buffer starts a little above this one's size
+            // instead of empty, so it is not grown (and copied) a dozen times per page.
+            FallbackEncoderImpl::Plain { buffer } => {
+                let next = Vec::with_capacity(buffer.len() + buffer.len() / 4);
+                (std::mem::replace(buffer, next), Encoding::PLAIN)
+            }
             FallbackEncoderImpl::DeltaLength { buffer, lengths } => {
                 let lengths = lengths.flush_buffer()?;
 

@@ -54,6 +54,16 @@ pub(crate) mod encoder;
 
 use byte_budget_chunker::ByteBudgetChunker;
 
+thread_local! {
+    /// Tributary patch: the buffers a thread gathers an uncompressed page into and compresses
+    /// it into (see `add_data_page`).
+    static PAGE_SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Tributary patch: page scratch buffers larger than this are not kept.
+const PAGE_SCRATCH_KEPT: usize = 16 << 20;
+
 macro_rules! downcast_writer {
     ($e:expr, $i:ident, $b:expr) => {
         match $e {
@@ -1387,30 +1397,48 @@ impl<'a, E: ColumnValueEncoder> GenericColumnWriter<'a, E> {
 
         let compressed_page = match self.props.writer_version() {
             WriterVersion::PARQUET_1_0 => {
-                let mut buffer = vec![];
-
-                if max_rep_level > 0 {
-                    self.rep_levels_encoder
-                        .flush_to(|data| buffer.extend_from_slice(data));
-                }
-
-                if max_def_level > 0 {
-                    self.def_levels_encoder
-                        .flush_to(|data| buffer.extend_from_slice(data));
-                }
-
-                buffer.extend_from_slice(&values_data.buf);
-                let uncompressed_size = buffer.len();
-
-                if let Some(ref mut cmpr) = self.compressor {
-                    let mut compressed_buf = Vec::with_capacity(uncompressed_size);
-                    cmpr.compress(&buffer[..], &mut compressed_buf)?;
-                    compressed_buf.shrink_to_fit();
-                    buffer = compressed_buf;
-                }
+                // Tributary patch: upstream gathered the levels and values into a fresh buffer,
+                // compressed into another sized for the uncompressed page (so the codec grew
+                // it, copying it whole) and then shrank that (copying again). Here a compressed
+                // page gathers into and compresses into buffers each thread reuses, and only
+                // the compressed bytes are copied out, into a buffer of their size.
+                let mut gather = |buffer: &mut Vec<u8>| {
+                    if max_rep_level > 0 {
+                        self.rep_levels_encoder
+                            .flush_to(|data| buffer.extend_from_slice(data));
+                    }
+                    if max_def_level > 0 {
+                        self.def_levels_encoder
+                            .flush_to(|data| buffer.extend_from_slice(data));
+                    }
+                    buffer.extend_from_slice(&values_data.buf);
+                };
+                let (buf, uncompressed_size): (Bytes, usize) = match self.compressor {
+                    Some(ref mut cmpr) => PAGE_SCRATCH.with(|scratch| {
+                        let (input, output) = &mut *scratch.borrow_mut();
+                        input.clear();
+                        output.clear();
+                        gather(input);
+                        cmpr.compress(input, output)?;
+                        let page = (Bytes::copy_from_slice(output), input.len());
+                        // A rare huge page is not kept for the thread's lifetime.
+                        for b in [input, output] {
+                            if b.capacity() > PAGE_SCRATCH_KEPT {
+                                *b = Vec::new();
+                            }
+                        }
+                        Ok::<_, ParquetError>(page)
+                    })?,
+                    None => {
+                        let mut buffer = vec![];
+                        gather(&mut buffer);
+                        let n = buffer.len();
+                        (buffer.into(), n)
+                    }
+                };
 
                 let data_page = Page::DataPage {
-                    buf: buffer.into(),
+                    buf,
                     num_values: self.page_metrics.num_buffered_values,
                     encoding: values_data.encoding,
                     def_level_encoding: Encoding::RLE,
