@@ -223,7 +223,7 @@ mod tests {
     /// `AllOf` keeps exactly the rows DataFusion's own `AND` keeps, for sparse and dense
     /// first conjuncts, with nulls in both columns.
     #[test]
-    fn all_of_keeps_the_rows_and_keeps() {
+    fn all_of_keeps_the_same_rows_as_datafusions_and() {
         let b = batch();
         let s = b.schema();
         for (status, op) in [(8i64, Operator::Eq), (1, Operator::Gt), (100, Operator::Eq)] {
