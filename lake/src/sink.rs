@@ -131,8 +131,6 @@ pub struct LakeWriter {
     /// Rolls that may be encoded and stored at once.
     slots: Arc<Semaphore>,
     counter: u64,
-    /// Events in the last roll (the capacity a roll's first file starts with).
-    last_roll_rows: usize,
     metrics: ComponentMetrics,
 }
 
@@ -169,7 +167,6 @@ impl LakeWriter {
                     .min(MAX_STORING),
             )),
             counter: 0,
-            last_roll_rows: 0,
             metrics,
         })
     }
@@ -220,13 +217,7 @@ impl LakeWriter {
         }
         g.rows += 1;
         g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
-        // A roll's events are gathered in a vector sized like the previous roll (up to 64 Ki
-        // events), so it is not grown (and its events moved) a dozen times.
-        let expected = self.last_roll_rows.min(1 << 16);
-        g.files
-            .entry(hour)
-            .or_insert_with(|| Vec::with_capacity(expected))
-            .push(e);
+        g.files.entry(hour).or_default().push(e);
         if g.rows >= self.roll_rows || g.bytes >= self.roll_bytes {
             if let Some(g) = self.gathered.remove(&key) {
                 self.roll(key, g).await;
@@ -276,7 +267,6 @@ impl LakeWriter {
             return; // The semaphore is never closed.
         };
         let previous = self.storing.remove(&key);
-        self.last_roll_rows = g.rows.min(self.roll_rows);
         if let (Some(p), Some((_, last))) = (key.1, g.offsets) {
             self.committed.insert((key.0.clone(), p), last);
         }
