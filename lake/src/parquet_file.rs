@@ -45,48 +45,107 @@ pub struct Encoded {
 /// Rows sampled to guess a file's schema before decoding all of it.
 const SAMPLE_ROWS: usize = 1024;
 
-/// The Parquet bytes of `events`.
-///
-/// Raw JSON bodies (the common case) are decoded and written `ENCODE_CHUNK` rows at a time, so
-/// the decoder's buffers stay small and are reused instead of growing with the file.
+/// The Parquet bytes of `events`, encoded `ENCODE_CHUNK` rows at a time (`FileEncoder`).
 pub fn encode(events: &[Event], enc: &Encoding) -> anyhow::Result<Encoded> {
-    if enc.mode == LakeMode::Json && enc.schema.is_empty() {
-        let mut w: Option<ArrowWriter<Vec<u8>>> = None;
-        let decoded = fast_json(events, ENCODE_CHUNK, |b| {
-            let w = match &mut w {
-                Some(w) => w,
-                None => w.insert(ArrowWriter::try_new(
-                    Vec::with_capacity(raw_len(events) / 3),
-                    b.schema(),
-                    Some(writer_properties_for(&b)),
-                )?),
-            };
-            Ok(w.write(&b)?)
-        })?;
-        if let (true, Some(w)) = (decoded, w) {
-            return Ok(Encoded {
-                bytes: w.into_inner()?,
-                rejected: 0,
-            });
+    let mut file = FileEncoder::new(Arc::new(enc.clone()));
+    for chunk in events.chunks(ENCODE_CHUNK) {
+        file.add(chunk);
+    }
+    file.finish(events)
+}
+
+/// One file encoded as its events arrive, a chunk (up to `ENCODE_CHUNK` rows) at a time, so a
+/// roll is mostly encoded by the time it is full.
+///
+/// In json mode with an inferred schema and raw JSON bodies (the common case), each chunk is
+/// decoded straight into Arrow, with the schema sampled from the first chunk, and written; the
+/// decoder's buffers stay small and are reused. Anything else (a declared schema, raw mode,
+/// structured events, a chunk the first chunk's schema does not fit) is encoded whole by
+/// `finish`, from all the file's events, as `record_batch` has it.
+pub struct FileEncoder {
+    enc: Arc<Encoding>,
+    state: Stream,
+}
+
+enum Stream {
+    /// No chunk yet.
+    Empty,
+    /// Chunks so far decoded and written.
+    Writing {
+        json: FastJson,
+        writer: ArrowWriter<Vec<u8>>,
+    },
+    /// Encoded whole by `finish`.
+    Whole,
+}
+
+impl FileEncoder {
+    pub fn new(enc: Arc<Encoding>) -> Self {
+        Self {
+            enc,
+            state: Stream::Empty,
         }
     }
-    let (batch, rejected) = record_batch(events, enc)?;
-    Ok(Encoded {
-        bytes: write_parquet(&batch)?,
-        rejected,
-    })
+
+    /// Encodes the file's next `chunk` of events (at most `ENCODE_CHUNK`), or leaves the file
+    /// to be encoded whole.
+    pub fn add(&mut self, chunk: &[Event]) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.state = match std::mem::replace(&mut self.state, Stream::Whole) {
+            Stream::Empty if self.enc.mode == LakeMode::Json && self.enc.schema.is_empty() => {
+                let started = FastJson::start(chunk, ENCODE_CHUNK, has_offsets(chunk))
+                    .and_then(|mut json| {
+                        let b = json.decode(chunk).ok()??;
+                        let mut writer = ArrowWriter::try_new(
+                            Vec::new(),
+                            b.schema(),
+                            Some(writer_properties_for(&b)),
+                        )
+                        .ok()?;
+                        writer.write(&b).ok()?;
+                        Some(Stream::Writing { json, writer })
+                    });
+                started.unwrap_or(Stream::Whole)
+            }
+            Stream::Writing { mut json, mut writer }
+                // `_partition` and `_offset` are written when the first chunk has offsets.
+                if json.offsets || !has_offsets(chunk) =>
+            {
+                match json.decode(chunk) {
+                    Ok(Some(b)) if writer.write(&b).is_ok() => Stream::Writing { json, writer },
+                    _ => Stream::Whole,
+                }
+            }
+            _ => Stream::Whole,
+        };
+    }
+
+    /// Whether `finish` encodes the file whole and so needs its events (when they were not
+    /// all written chunk by chunk).
+    pub fn needs_events(&self) -> bool {
+        !matches!(self.state, Stream::Writing { .. })
+    }
+
+    /// The file's bytes; `events` are all its events, in the order they were added (only read
+    /// when `needs_events`).
+    pub fn finish(self, events: &[Event]) -> anyhow::Result<Encoded> {
+        if let Stream::Writing { writer, .. } = self.state {
+            if let Ok(bytes) = writer.into_inner() {
+                return Ok(Encoded { bytes, rejected: 0 });
+            }
+        }
+        let (batch, rejected) = record_batch(events, &self.enc)?;
+        Ok(Encoded {
+            bytes: write_parquet(&batch)?,
+            rejected,
+        })
+    }
 }
 
-/// Rows decoded and written at a time by `encode`.
-const ENCODE_CHUNK: usize = 8192;
-
-fn raw_len(events: &[Event]) -> usize {
-    events
-        .iter()
-        .filter_map(|e| e.raw.as_ref())
-        .map(|r| r.len())
-        .sum()
-}
+/// Rows decoded and written at a time by `FileEncoder`.
+pub const ENCODE_CHUNK: usize = 8192;
 
 /// The rows of `events` as a lake file has them, and how many values did not fit the declared
 /// schema.
@@ -252,12 +311,8 @@ fn with_metadata(
 /// a schema guessed from a sample; anything else (structured events, non-JSON bodies, a row the
 /// guess does not fit) takes the slow path of one JSON value per row.
 fn json_batch(events: &[Event]) -> anyhow::Result<RecordBatch> {
-    let mut whole = None;
-    if fast_json(events, events.len().max(1), |b| {
-        whole = Some(b);
-        Ok(())
-    })? {
-        if let Some(b) = whole {
+    if let Some(mut json) = FastJson::start(events, events.len().max(1), has_offsets(events)) {
+        if let Some(b) = json.decode(events)? {
             return Ok(b);
         }
     }
@@ -286,64 +341,70 @@ fn row_of(e: &Event) -> Value {
     e.to_json()
 }
 
-/// Decodes raw JSON object bodies without building JSON values, `chunk` rows at a time, and
-/// hands each chunk with its metadata columns to `each`. Ok(false) when these events cannot
-/// take this path (structured events, a body that is not a JSON object, a field the sampled
-/// schema did not show); chunks already handed over are then to be discarded.
-fn fast_json(
-    events: &[Event],
-    chunk: usize,
-    mut each: impl FnMut(RecordBatch) -> anyhow::Result<()>,
-) -> anyhow::Result<bool> {
-    if events.is_empty()
-        || events
-            .iter()
-            .any(|e| !e.fields.is_empty() || e.raw.is_none())
-    {
-        return Ok(false);
-    }
-    let sample: Option<Vec<Value>> = events
-        .iter()
-        .filter_map(|e| e.raw.as_ref())
-        .step_by((events.len() / SAMPLE_ROWS).max(1))
-        .map(|b| {
-            serde_json::from_slice::<Value>(b)
-                .ok()
-                .filter(Value::is_object)
-        })
-        .collect();
-    let Some(schema) = sample.and_then(|s| trib_pipelines::arrow::infer_rows_schema(&s).ok())
-    else {
-        return Ok(false);
-    };
-    // Strict: a field the sample did not show is an error, so nothing is dropped silently.
-    let Ok(mut decoder) = arrow_json::ReaderBuilder::new(Arc::new(schema))
-        .with_batch_size(chunk)
-        .with_strict_mode(true)
-        .build_decoder()
-    else {
-        return Ok(false);
-    };
-    let offsets = has_offsets(events);
-    for part in events.chunks(chunk) {
-        for b in part.iter().filter_map(|e| e.raw.as_ref()) {
-            let trimmed = b.trim_ascii();
-            if trimmed.first() != Some(&b'{') || decoder.decode(trimmed).ok() != Some(trimmed.len())
-            {
-                return Ok(false);
-            }
-        }
-        match decoder.flush() {
-            Ok(Some(batch)) if batch.num_rows() == part.len() => {
-                each(with_metadata(batch, part, offsets)?)?
-            }
-            _ => return Ok(false),
-        }
-    }
-    Ok(true)
+/// Raw JSON object bodies decoded into Arrow without a JSON value per row, with a schema
+/// sampled from the first events it sees; each batch gets the metadata columns.
+struct FastJson {
+    decoder: arrow_json::reader::Decoder,
+    /// Whether batches get `_partition` and `_offset`.
+    offsets: bool,
 }
 
-/// Rewrites the values of fields whose types differ between rows as JSON text; returns them.
+impl FastJson {
+    /// A decoder for bodies like up to `SAMPLE_ROWS` sampled across `events`, for batches of up
+    /// to `rows`; None when these events cannot take this path (structured events, a body that
+    /// is not a JSON object, no schema common to the sample).
+    fn start(events: &[Event], rows: usize, offsets: bool) -> Option<Self> {
+        if events.is_empty()
+            || events
+                .iter()
+                .any(|e| !e.fields.is_empty() || e.raw.is_none())
+        {
+            return None;
+        }
+        let sample: Option<Vec<Value>> = events
+            .iter()
+            .filter_map(|e| e.raw.as_ref())
+            .step_by((events.len() / SAMPLE_ROWS).max(1))
+            .map(|b| {
+                serde_json::from_slice::<Value>(b)
+                    .ok()
+                    .filter(Value::is_object)
+            })
+            .collect();
+        let schema = trib_pipelines::arrow::infer_rows_schema(&sample?).ok()?;
+        // Strict: a field the sample did not show is an error, so nothing is dropped silently.
+        let decoder = arrow_json::ReaderBuilder::new(Arc::new(schema))
+            .with_batch_size(rows)
+            .with_strict_mode(true)
+            .build_decoder()
+            .ok()?;
+        Some(Self { decoder, offsets })
+    }
+
+    /// The rows of `part` (at most the `rows` given to `start`) with their metadata columns;
+    /// Ok(None) when they do not take this path (a structured event, a body that is not a JSON
+    /// object, a field the sample did not show). The decoder is not to be used after that.
+    fn decode(&mut self, part: &[Event]) -> anyhow::Result<Option<RecordBatch>> {
+        for e in part {
+            let Some(body) = e.raw.as_ref().filter(|_| e.fields.is_empty()) else {
+                return Ok(None);
+            };
+            let trimmed = body.trim_ascii();
+            if trimmed.first() != Some(&b'{')
+                || self.decoder.decode(trimmed).ok() != Some(trimmed.len())
+            {
+                return Ok(None);
+            }
+        }
+        match self.decoder.flush() {
+            Ok(Some(batch)) if batch.num_rows() == part.len() => {
+                Ok(Some(with_metadata(batch, part, self.offsets)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 fn as_text_where_types_conflict(rows: &mut [Value]) -> Vec<String> {
     let mut kinds: BTreeMap<String, u8> = BTreeMap::new();
     for r in rows.iter() {

@@ -5,9 +5,10 @@
 //! `roll_age_ms`, they are written as a roll: one Parquet file per hour they fall in, each
 //! stored whole before the next (`layout`). Only then are the events acknowledged, so the Kafka
 //! source commits offsets the lake already holds. Rolls are encoded at the same time, as many as
-//! there are cores (at most `MAX_STORING`), while the next are gathered, rolls of one partition
-//! too; but a partition's rolls are stored one at a time, in order, so only its newest roll can
-//! be cut short by a crash.
+//! there are cores, while the next are gathered, rolls of one partition too; but a partition's
+//! rolls are stored one at a time, in order, so only its newest roll can be cut short by a
+//! crash. A roll that is encoded and waits for the one before it frees its core; at most
+//! `MAX_HELD` rolls are in memory at once (gathering waits for one to be stored).
 //!
 //! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
 //! crash left half-done is removed, and events at or below the held offsets are acknowledged
@@ -20,15 +21,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use trib_pipelines::config::sinks::LakeSink;
-use trib_pipelines::event::{deliver_all, now_ms, Event};
+use trib_pipelines::event::{now_ms, Event};
 use trib_pipelines::metrics::ComponentMetrics;
 use trib_pipelines::runtime::{Sink, SinkContext};
 
 use crate::layout::{self, roll_file};
-use crate::parquet_file::{self, Encoding};
+use crate::parquet_file::{Encoding, FileEncoder, ENCODE_CHUNK};
 use crate::store::LakeStore;
 
 /// The `lake` sink of a pipeline.
@@ -102,11 +103,88 @@ impl Sink for LakeSinkRunner {
 /// Events gathered for one roll.
 struct Gathered {
     /// Per hour of event time (hours since the epoch: one folder each), in time order.
-    files: BTreeMap<i64, Vec<Event>>,
+    files: BTreeMap<i64, GatheredFile>,
     rows: usize,
     bytes: usize,
     opened: Instant,
     offsets: Option<(i64, i64)>,
+}
+
+/// The events of one file of a roll being gathered. Once a file has `ENCODE_CHUNK` events, they
+/// go to a task that encodes them while the next are gathered (`encode_chunks`), and so on
+/// chunk by chunk; a file that never fills a chunk is encoded whole when its roll is.
+#[derive(Default)]
+struct GatheredFile {
+    /// Events not yet handed to the encoder.
+    pending: Vec<Event>,
+    /// All the file's events so far.
+    rows: usize,
+    /// Where full chunks go, and the task encoding them; None until the first chunk is full.
+    stream: Option<(mpsc::UnboundedSender<Vec<Event>>, JoinHandle<Streamed>)>,
+}
+
+/// A file's encoder after its chunks, with its events in the chunks they were encoded in; None
+/// when a chunk's encoding failed (panicked): the file's events are then abandoned.
+type Streamed = Option<(FileEncoder, Vec<Vec<Event>>)>;
+
+impl GatheredFile {
+    /// Adds an event; hands a full chunk to the encoder, started on the first.
+    fn push(&mut self, e: Event, enc: &Arc<Encoding>, encoders: &Arc<Semaphore>) {
+        self.pending.push(e);
+        self.rows += 1;
+        if self.pending.len() < ENCODE_CHUNK {
+            return;
+        }
+        // This file is busy: its next chunks are sized for a whole chunk from the start.
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(ENCODE_CHUNK));
+        let (tx, _) = self.stream.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(encode_chunks(enc.clone(), encoders.clone(), rx));
+            (tx, task)
+        });
+        // A send fails only once the encoder has failed; the chunk is then abandoned with the
+        // rest of the file's events (counted when the roll is stored).
+        let _ = tx.send(chunk);
+    }
+
+    /// The file's encoder and events once the last chunk is encoded (the pending events are
+    /// the last chunk); None when its encoding failed.
+    async fn close(self, enc: &Arc<Encoding>) -> Streamed {
+        match self.stream {
+            Some((tx, task)) => {
+                if !self.pending.is_empty() {
+                    let _ = tx.send(self.pending);
+                }
+                drop(tx);
+                task.await.ok().flatten()
+            }
+            None => Some((FileEncoder::new(enc.clone()), vec![self.pending])),
+        }
+    }
+}
+
+/// Encodes the chunks of one file as they come, each on a blocking thread once a core is free.
+async fn encode_chunks(
+    enc: Arc<Encoding>,
+    encoders: Arc<Semaphore>,
+    mut chunks: mpsc::UnboundedReceiver<Vec<Event>>,
+) -> Streamed {
+    let mut file = FileEncoder::new(enc);
+    let mut done = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        // The semaphore is never closed; were it, encoding would go on without a permit.
+        let core = encoders.acquire().await.ok();
+        let (f, chunk) = tokio::task::spawn_blocking(move || {
+            file.add(&chunk);
+            (file, chunk)
+        })
+        .await
+        .ok()?;
+        drop(core);
+        file = f;
+        done.push(chunk);
+    }
+    Some((file, done))
 }
 
 /// Table and Kafka partition (None: events not from Kafka).
@@ -128,8 +206,10 @@ pub struct LakeWriter {
     gathered: HashMap<Key, Gathered>,
     /// The roll being stored, per table and partition.
     storing: HashMap<Key, JoinHandle<()>>,
-    /// Rolls that may be encoded and stored at once.
-    slots: Arc<Semaphore>,
+    /// Rolls that may be encoded at once (one per core).
+    encoders: Arc<Semaphore>,
+    /// Rolls that may be held in memory at once, from their roll until they are stored.
+    held: Arc<Semaphore>,
     counter: u64,
     metrics: ComponentMetrics,
 }
@@ -161,11 +241,12 @@ impl LakeWriter {
                 .collect(),
             gathered: HashMap::new(),
             storing: HashMap::new(),
-            slots: Arc::new(Semaphore::new(
+            encoders: Arc::new(Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, |n| n.get())
-                    .min(MAX_STORING),
+                    .min(MAX_HELD),
             )),
+            held: Arc::new(Semaphore::new(MAX_HELD)),
             counter: 0,
             metrics,
         })
@@ -217,7 +298,10 @@ impl LakeWriter {
         }
         g.rows += 1;
         g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
-        g.files.entry(hour).or_default().push(e);
+        g.files
+            .entry(hour)
+            .or_default()
+            .push(e, &self.enc, &self.encoders);
         if g.rows >= self.roll_rows || g.bytes >= self.roll_bytes {
             if let Some(g) = self.gathered.remove(&key) {
                 self.roll(key, g).await;
@@ -259,11 +343,12 @@ impl LakeWriter {
         }
     }
 
-    /// Starts encoding a roll once a slot is free; its files are stored once the previous roll
-    /// of its partition is stored, so rolls of one partition are encoded side by side but
-    /// stored in order.
+    /// Hands a roll to be encoded once fewer than `MAX_HELD` are held; its files are stored once
+    /// the previous roll of its partition is stored, so rolls of one partition are encoded side
+    /// by side but stored in order. Encoding waits for a free core; waiting for the previous
+    /// roll holds none.
     async fn roll(&mut self, key: Key, g: Gathered) {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+        let Ok(held) = self.held.clone().acquire_owned().await else {
             return; // The semaphore is never closed.
         };
         let previous = self.storing.remove(&key);
@@ -288,28 +373,40 @@ impl LakeWriter {
             ));
         }
         let (store, enc, metrics) = (self.store.clone(), self.enc.clone(), self.metrics.clone());
+        let encoders = self.encoders.clone();
         let task = tokio::spawn(async move {
             let mut encoded = Vec::with_capacity(names.len());
-            for (events, key) in g.files.into_values().zip(names) {
-                encoded.push(encode_file(&store, &enc, &metrics, key, events).await);
+            for (file, key) in g.files.into_values().zip(names) {
+                let rows = file.rows;
+                let streamed = file.close(&enc).await;
+                // The semaphore is never closed; were it, encoding would go on without a permit.
+                let core = encoders.acquire().await.ok();
+                encoded.push(encode_file(&store, &metrics, key, streamed, rows).await);
+                drop(core);
             }
             if let Some(previous) = previous {
                 wait_stored(previous).await;
             }
-            let mut delivered = Vec::with_capacity(g.rows);
+            let mut delivered = Vec::with_capacity(encoded.len());
             for file in encoded {
-                delivered.extend(store_file(&store, &metrics, file).await);
+                delivered.push(store_file(&store, &metrics, file).await);
             }
-            drop(slot);
-            metrics.events_out.inc_by(delivered.len() as u64);
-            deliver_all(delivered);
+            drop(held);
+            let events = delivered.into_iter().flatten().flatten();
+            let mut count = 0;
+            for e in events {
+                count += 1;
+                e.deliver();
+            }
+            metrics.events_out.inc_by(count);
         });
         self.storing.insert(key, task);
     }
 }
 
-/// Rolls encoded and stored at once, at most (each holds its events and their encoding).
-const MAX_STORING: usize = 4;
+/// Rolls held in memory at once, at most, from their roll until they are stored (each holds
+/// its events and their encoding); also the most encoded at once.
+const MAX_HELD: usize = 4;
 
 async fn wait_stored(t: JoinHandle<()>) {
     if let Err(e) = t.await {
@@ -321,35 +418,48 @@ async fn wait_stored(t: JoinHandle<()>) {
 /// encoded; its events are then abandoned, already counted as errors, and `events` is empty).
 struct EncodedFile {
     key: String,
-    events: Vec<Event>,
+    events: Vec<Vec<Event>>,
     bytes: Option<Bytes>,
 }
 
-/// Encodes one file on a blocking thread; events that cannot be encoded are counted as errors
-/// and dropped, never acknowledged.
+/// Finishes encoding one file on a blocking thread (the last chunk's row group and the footer,
+/// or the whole file when it was not streamed); events that cannot be encoded are counted as
+/// errors and dropped, never acknowledged. `streamed` is `GatheredFile::close`'s; `rows` is the
+/// file's count of events.
 async fn encode_file(
     store: &LakeStore,
-    enc: &Arc<Encoding>,
     metrics: &ComponentMetrics,
     key: String,
-    events: Vec<Event>,
+    streamed: Streamed,
+    rows: usize,
 ) -> EncodedFile {
-    let (en, count) = (enc.clone(), events.len());
+    let abandoned = |count: usize| {
+        metrics.errors.inc_by(count as u64);
+        EncodedFile {
+            key: key.clone(),
+            events: Vec::new(),
+            bytes: None,
+        }
+    };
+    let Some((file, chunks)) = streamed else {
+        tracing::error!(lake = %store.location(), key, "lake encoder task failed; its events are abandoned");
+        return abandoned(rows);
+    };
     let encoded = tokio::task::spawn_blocking(move || {
-        let r = parquet_file::encode(&events, &en);
-        (events, r)
+        if !file.needs_events() {
+            let r = file.finish(&[]);
+            return (chunks, r);
+        }
+        let all: Vec<Event> = chunks.into_iter().flatten().collect();
+        let r = file.finish(&all);
+        (vec![all], r)
     })
     .await;
     let (events, r) = match encoded {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(lake = %store.location(), key, error = %e, "lake encoder task failed; its events are abandoned");
-            metrics.errors.inc_by(count as u64);
-            return EncodedFile {
-                key,
-                events: Vec::new(),
-                bytes: None,
-            };
+            return abandoned(rows);
         }
     };
     let bytes = match r {
@@ -364,12 +474,7 @@ async fn encode_file(
         // are abandoned, not acknowledged, so their source does not count them as stored.
         Err(e) => {
             tracing::error!(lake = %store.location(), key, error = %e, "lake file cannot be encoded; its events are abandoned");
-            metrics.errors.inc_by(count as u64);
-            return EncodedFile {
-                key,
-                events: Vec::new(),
-                bytes: None,
-            };
+            return abandoned(rows);
         }
     };
     EncodedFile { key, events, bytes }
@@ -377,7 +482,11 @@ async fn encode_file(
 
 /// Stores one encoded file, retrying with backoff until it is stored; returns its events
 /// (none when it could not be encoded).
-async fn store_file(store: &LakeStore, metrics: &ComponentMetrics, f: EncodedFile) -> Vec<Event> {
+async fn store_file(
+    store: &LakeStore,
+    metrics: &ComponentMetrics,
+    f: EncodedFile,
+) -> Vec<Vec<Event>> {
     let Some(bytes) = f.bytes else {
         return Vec::new(); // Not encoded: counted as errors by `encode_file`.
     };
@@ -397,4 +506,100 @@ async fn store_file(store: &LakeStore, metrics: &ComponentMetrics, f: EncodedFil
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     f.events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use trib_pipelines::finalize::{BatchNotifier, Status};
+
+    /// Every Parquet file under `dir`, as (`_offset`, `id`, `extra`) rows.
+    fn rows_under(dir: &std::path::Path, files: &mut usize) -> Vec<(i64, i64, Option<i64>)> {
+        let mut rows = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rows.extend(rows_under(&path, files));
+                continue;
+            }
+            *files += 1;
+            let file = std::fs::File::open(&path).unwrap();
+            for b in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let b = b.unwrap();
+                let int = |name: &str| {
+                    b.column_by_name(name)
+                        .map(|c| c.as_primitive::<Int64Type>().clone())
+                };
+                let (offset, id, extra) = (int("_offset").unwrap(), int("id").unwrap(), int("extra"));
+                for i in 0..b.num_rows() {
+                    let extra = extra.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i));
+                    rows.push((offset.value(i), id.value(i), extra));
+                }
+            }
+        }
+        rows
+    }
+
+    /// Rolls several chunks long, with a field that first shows up in a late chunk (so that
+    /// file is encoded whole after all) and a few events of the hour before (a small second file
+    /// per roll): every event is in the lake once, with its values, and delivered.
+    #[tokio::test]
+    async fn streamed_rolls_hold_every_event_once_and_deliver_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: LakeSink = serde_json::from_value(serde_json::json!({
+            "type": "lake",
+            "inputs": ["in"],
+            "path": dir.path().to_str().unwrap(),
+            "roll_rows": 20_000,
+        }))
+        .unwrap();
+        let metrics = ComponentMetrics::default();
+        let mut w = LakeWriter::open(&cfg, metrics.clone()).await.unwrap();
+        let (batch, delivered) = BatchNotifier::new();
+        let (source, topic) = (Arc::<str>::from("test"), Arc::<str>::from("t"));
+        let hour = 490_000 * HOUR_MS;
+        let total = 45_000i64;
+        for offset in 0..total {
+            let body = if offset >= 37_000 {
+                format!(r#"{{"id": {offset}, "text": "row {offset}", "extra": {}}}"#, offset * 2)
+            } else {
+                format!(r#"{{"id": {offset}, "text": "row {offset}"}}"#)
+            };
+            let ts = if offset % 1000 == 999 { hour - 1 } else { hour + offset };
+            let e = Event::from_record_bytes(
+                &source,
+                &topic,
+                0,
+                offset,
+                ts,
+                None,
+                Some(Bytes::from(body)),
+                Vec::new(),
+            );
+            w.push(e.with_finalizer(batch.finalizer())).await;
+        }
+        drop(batch);
+        w.finish().await;
+        assert_eq!(metrics.errors.get(), 0);
+        assert_eq!(metrics.events_out.get(), total as u64);
+        assert_eq!(delivered.await.ok(), Some(Status::Delivered));
+
+        let mut files = 0;
+        let mut rows = rows_under(dir.path(), &mut files);
+        assert_eq!(files, 6, "three rolls, each with a file for each of two hours");
+        rows.sort();
+        assert_eq!(rows.len(), total as usize);
+        for (i, (offset, id, extra)) in rows.into_iter().enumerate() {
+            assert_eq!((offset, id), (i as i64, i as i64));
+            assert_eq!(extra, (offset >= 37_000).then_some(offset * 2), "offset {offset}");
+        }
+    }
 }
