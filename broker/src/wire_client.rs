@@ -35,8 +35,15 @@ pub struct Conn {
     client_id: &'static str,
     stream: TcpStream,
     out: BytesMut,
+    /// Answers are read into this buffer, without zeroing it first, and split off it; its
+    /// memory is reused once every answer split off it is dropped.
+    inb: BytesMut,
     correlation: i32,
 }
+
+/// Read-buffer capacity a connection keeps between calls; a larger buffer (a big answer) is
+/// let go once its answers are.
+const INB_KEPT: usize = 16 << 20;
 
 impl Conn {
     pub async fn connect(addr: &str, client_id: &'static str) -> Result<Self, CallError> {
@@ -56,6 +63,7 @@ impl Conn {
             client_id,
             stream,
             out: BytesMut::with_capacity(1 << 20),
+            inb: BytesMut::new(),
             correlation: 0,
         })
     }
@@ -121,8 +129,11 @@ impl Conn {
             )
             .map_err(protocol)?;
         }
+        if self.inb.capacity() > INB_KEPT {
+            self.inb = BytesMut::new();
+        }
         let (mut rd, mut wr) = self.stream.split();
-        let out = &self.out;
+        let (out, inb) = (&self.out, &mut self.inb);
         // Written while the answers are read, so a broker that stops reading until it has
         // answered cannot stall a long pipeline.
         let send = async {
@@ -138,9 +149,17 @@ impl Conn {
                 if size < 0 || size as usize > MAX_RESPONSE {
                     return Err(protocol(format!("response of {size} bytes")));
                 }
-                let mut body = vec![0u8; size as usize];
-                rd.read_exact(&mut body).await.map_err(io)?;
-                let mut body = Bytes::from(body);
+                let size = size as usize;
+                inb.clear();
+                inb.reserve(size);
+                // Exactly this answer: the next one's bytes stay in the socket.
+                let mut rest = (&mut rd).take(size as u64);
+                while inb.len() < size {
+                    if rest.read_buf(inb).await.map_err(io)? == 0 {
+                        return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                let mut body: Bytes = inb.split_to(size).freeze();
                 let header =
                     ResponseHeader::decode(&mut body, api.response_header_version(version))
                         .map_err(|e| protocol(e.to_string()))?;

@@ -7,8 +7,9 @@
 //! source commits offsets the lake already holds. Rolls are encoded at the same time, as many as
 //! there are cores, while the next are gathered, rolls of one partition too; but a partition's
 //! rolls are stored one at a time, in order, so only its newest roll can be cut short by a
-//! crash. A roll that is encoded and waits for the one before it frees its core; at most
-//! `MAX_HELD` rolls are in memory at once (gathering waits for one to be stored).
+//! crash. A roll is encoded chunk by chunk while it is gathered (`GatheredFile`), and one that
+//! is encoded and waits for the one before it holds no core; as many rolls as there are cores
+//! (two to `MAX_HELD`) are in memory once gathered (gathering waits for one to be stored).
 //!
 //! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
 //! crash left half-done is removed, and events at or below the held offsets are acknowledged
@@ -220,6 +221,9 @@ impl LakeWriter {
         validate(cfg)?;
         let store = LakeStore::open(&cfg.path, &cfg.storage_options)?;
         let h = layout::holdings(&store.list("").await?);
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_HELD);
         for key in &h.leftovers {
             tracing::info!(lake = %store.location(), key = %key, "removing a file a crash left half-done");
             store.delete(key).await?;
@@ -241,12 +245,9 @@ impl LakeWriter {
                 .collect(),
             gathered: HashMap::new(),
             storing: HashMap::new(),
-            encoders: Arc::new(Semaphore::new(
-                std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .min(MAX_HELD),
-            )),
-            held: Arc::new(Semaphore::new(MAX_HELD)),
+            encoders: Arc::new(Semaphore::new(cores)),
+            // Two at least, so a roll waiting for the one before it does not stop gathering.
+            held: Arc::new(Semaphore::new(cores.max(2))),
             counter: 0,
             metrics,
         })
@@ -405,7 +406,8 @@ impl LakeWriter {
 }
 
 /// Rolls held in memory at once, at most, from their roll until they are stored (each holds
-/// its events and their encoding); also the most encoded at once.
+/// its events and their encoding): one per core, two at least, four at most. Also the most
+/// encoded at once.
 const MAX_HELD: usize = 4;
 
 async fn wait_stored(t: JoinHandle<()>) {
