@@ -71,12 +71,15 @@ enum Stream {
     /// No chunk yet.
     Empty,
     /// Chunks so far decoded and written.
-    Writing {
-        json: FastJson,
-        writer: ArrowWriter<Vec<u8>>,
-    },
+    Writing(Box<Writing>),
     /// Encoded whole by `finish`.
     Whole,
+}
+
+/// A file's decoder and writer on the fast path.
+struct Writing {
+    json: FastJson,
+    writer: ArrowWriter<Vec<u8>>,
 }
 
 impl FileEncoder {
@@ -95,8 +98,8 @@ impl FileEncoder {
         }
         self.state = match std::mem::replace(&mut self.state, Stream::Whole) {
             Stream::Empty if self.enc.mode == LakeMode::Json && self.enc.schema.is_empty() => {
-                let started = FastJson::start(chunk, ENCODE_CHUNK, has_offsets(chunk))
-                    .and_then(|mut json| {
+                let started = FastJson::start(chunk, ENCODE_CHUNK, has_offsets(chunk)).and_then(
+                    |mut json| {
                         let b = json.decode(chunk).ok()??;
                         let mut writer = ArrowWriter::try_new(
                             Vec::new(),
@@ -105,16 +108,15 @@ impl FileEncoder {
                         )
                         .ok()?;
                         writer.write(&b).ok()?;
-                        Some(Stream::Writing { json, writer })
-                    });
+                        Some(Stream::Writing(Box::new(Writing { json, writer })))
+                    },
+                );
                 started.unwrap_or(Stream::Whole)
             }
-            Stream::Writing { mut json, mut writer }
-                // `_partition` and `_offset` are written when the first chunk has offsets.
-                if json.offsets || !has_offsets(chunk) =>
-            {
-                match json.decode(chunk) {
-                    Ok(Some(b)) if writer.write(&b).is_ok() => Stream::Writing { json, writer },
+            // `_partition` and `_offset` are written when the first chunk has offsets.
+            Stream::Writing(mut w) if w.json.offsets || !has_offsets(chunk) => {
+                match w.json.decode(chunk) {
+                    Ok(Some(b)) if w.writer.write(&b).is_ok() => Stream::Writing(w),
                     _ => Stream::Whole,
                 }
             }
@@ -125,14 +127,14 @@ impl FileEncoder {
     /// Whether `finish` encodes the file whole and so needs its events (when they were not
     /// all written chunk by chunk).
     pub fn needs_events(&self) -> bool {
-        !matches!(self.state, Stream::Writing { .. })
+        !matches!(self.state, Stream::Writing(_))
     }
 
     /// The file's bytes; `events` are all its events, in the order they were added (only read
     /// when `needs_events`).
     pub fn finish(self, events: &[Event]) -> anyhow::Result<Encoded> {
-        if let Stream::Writing { writer, .. } = self.state {
-            if let Ok(bytes) = writer.into_inner() {
+        if let Stream::Writing(w) = self.state {
+            if let Ok(bytes) = w.writer.into_inner() {
                 return Ok(Encoded { bytes, rejected: 0 });
             }
         }

@@ -540,7 +540,8 @@ mod tests {
                     b.column_by_name(name)
                         .map(|c| c.as_primitive::<Int64Type>().clone())
                 };
-                let (offset, id, extra) = (int("_offset").unwrap(), int("id").unwrap(), int("extra"));
+                let (offset, id, extra) =
+                    (int("_offset").unwrap(), int("id").unwrap(), int("extra"));
                 for i in 0..b.num_rows() {
                     let extra = extra.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i));
                     rows.push((offset.value(i), id.value(i), extra));
@@ -571,11 +572,18 @@ mod tests {
         let total = 45_000i64;
         for offset in 0..total {
             let body = if offset >= 37_000 {
-                format!(r#"{{"id": {offset}, "text": "row {offset}", "extra": {}}}"#, offset * 2)
+                format!(
+                    r#"{{"id": {offset}, "text": "row {offset}", "extra": {}}}"#,
+                    offset * 2
+                )
             } else {
                 format!(r#"{{"id": {offset}, "text": "row {offset}"}}"#)
             };
-            let ts = if offset % 1000 == 999 { hour - 1 } else { hour + offset };
+            let ts = if offset % 1000 == 999 {
+                hour - 1
+            } else {
+                hour + offset
+            };
             let e = Event::from_record_bytes(
                 &source,
                 &topic,
@@ -596,12 +604,19 @@ mod tests {
 
         let mut files = 0;
         let mut rows = rows_under(dir.path(), &mut files);
-        assert_eq!(files, 6, "three rolls, each with a file for each of two hours");
+        assert_eq!(
+            files, 6,
+            "three rolls, each with a file for each of two hours"
+        );
         rows.sort();
         assert_eq!(rows.len(), total as usize);
         for (i, (offset, id, extra)) in rows.into_iter().enumerate() {
             assert_eq!((offset, id), (i as i64, i as i64));
-            assert_eq!(extra, (offset >= 37_000).then_some(offset * 2), "offset {offset}");
+            assert_eq!(
+                extra,
+                (offset >= 37_000).then_some(offset * 2),
+                "offset {offset}"
+            );
         }
     }
 }
