@@ -344,10 +344,10 @@ impl LakeWriter {
         }
     }
 
-    /// Hands a roll to be encoded once fewer than `MAX_HELD` are held; its files are stored once
-    /// the previous roll of its partition is stored, so rolls of one partition are encoded side
-    /// by side but stored in order. Encoding waits for a free core; waiting for the previous
-    /// roll holds none.
+    /// Hands a roll on once `held` has room (one roll per core, two to `MAX_HELD`); its files are
+    /// stored once the previous roll of its partition is stored, so rolls of one partition are
+    /// encoded side by side but stored in order. Encoding waits for a free core; waiting for the
+    /// previous roll holds none.
     async fn roll(&mut self, key: Key, g: Gathered) {
         let Ok(held) = self.held.clone().acquire_owned().await else {
             return; // The semaphore is never closed.
