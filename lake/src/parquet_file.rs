@@ -131,12 +131,14 @@ impl FileEncoder {
     }
 
     /// The file's bytes; `events` are all its events, in the order they were added (only read
-    /// when `needs_events`).
+    /// when `needs_events`). A written file that cannot be finished is an error, never a file
+    /// encoded from `events` again: a caller that was told `needs_events` is false may pass none.
     pub fn finish(self, events: &[Event]) -> anyhow::Result<Encoded> {
         if let Stream::Writing(w) = self.state {
-            if let Ok(bytes) = w.writer.into_inner() {
-                return Ok(Encoded { bytes, rejected: 0 });
-            }
+            return Ok(Encoded {
+                bytes: w.writer.into_inner()?,
+                rejected: 0,
+            });
         }
         let (batch, rejected) = record_batch(events, &self.enc)?;
         Ok(Encoded {
