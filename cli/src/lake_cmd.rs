@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use trib_pipelines::config::sinks::{LakeMode, LakeSink};
 
 use crate::client::{parse_kv, parse_time_ms, ClientArgs};
-use crate::lake_read::{At, Chunk, Span, TopicReader};
+use crate::lake_read::{At, Chunk, Span, TopicReader, READ_AHEAD};
 
 #[derive(Subcommand)]
 pub enum LakeCommand {
@@ -222,7 +222,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     }
     let pb = bar(total, "exporting (records)");
     // The reader fetches ahead of the writer by a few fetches.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(READ_AHEAD);
     let reading =
         tokio::spawn(async move { reader.read(spans, to_time, "lake-export".into(), tx).await });
     let mut exported = 0u64;

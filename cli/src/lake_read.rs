@@ -14,8 +14,12 @@ use trib_mirror::cluster::Cluster;
 use trib_mirror::committed::committed_batches;
 use trib_pipelines::event::Event;
 
-/// Bytes asked of one partition per Fetch.
-const FETCH_BYTES: i32 = 8 << 20;
+/// Bytes asked of one partition per Fetch: small enough that the fetches read ahead of the
+/// writer (`READ_AHEAD`) hold little memory, large enough that a fetch costs little per record.
+const FETCH_BYTES: i32 = 2 << 20;
+
+/// Fetches' events read ahead of the writer, at most, besides the one being read.
+pub const READ_AHEAD: usize = 2;
 
 /// How long a partition may return nothing before the export gives up.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);

@@ -13,14 +13,14 @@
 //! offset.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::{
     cast::AsArray, Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -135,10 +135,14 @@ impl FileEncoder {
     /// encoded from `events` again: a caller that was told `needs_events` is false may pass none.
     pub fn finish(self, events: &[Event]) -> anyhow::Result<Encoded> {
         if let Stream::Writing(w) = self.state {
-            return Ok(Encoded {
-                bytes: w.writer.into_inner()?,
-                rejected: 0,
-            });
+            let Writing { json, mut writer } = *w;
+            // The file is the bytes written so far, the buffered row group and the footer:
+            // sized once, not doubled (and copied) as the row group is flushed into it.
+            let size = writer.bytes_written() + writer.in_progress_size();
+            writer.inner_mut().reserve_exact(size + size / 64 + FOOTER_SLACK);
+            let bytes = writer.into_inner()?;
+            json.retire();
+            return Ok(Encoded { bytes, rejected: 0 });
         }
         let (batch, rejected) = record_batch(events, &self.enc)?;
         Ok(Encoded {
@@ -150,6 +154,9 @@ impl FileEncoder {
 
 /// Rows decoded and written at a time by `FileEncoder`.
 pub const ENCODE_CHUNK: usize = 8192;
+
+/// Room for a file's footer (schema, row group and page index metadata) beyond its pages.
+const FOOTER_SLACK: usize = 256 << 10;
 
 /// The rows of `events` as a lake file has them, and how many values did not fit the declared
 /// schema.
@@ -349,9 +356,22 @@ fn row_of(e: &Event) -> Value {
 /// sampled from the first events it sees; each batch gets the metadata columns.
 struct FastJson {
     decoder: arrow_json::reader::Decoder,
+    /// The fields' schema `decoder` decodes.
+    schema: SchemaRef,
+    /// Rows per batch, at most.
+    rows: usize,
     /// Whether batches get `_partition` and `_offset`.
     offsets: bool,
 }
+
+/// Decoders of finished files, kept for the next file of the same schema: a decoder's buffers
+/// (a chunk's text, its tape) grow to a chunk's size once, instead of from empty (copied at
+/// each doubling, into new memory) for every file.
+static IDLE_DECODERS: Mutex<Vec<(SchemaRef, arrow_json::reader::Decoder)>> =
+    Mutex::new(Vec::new());
+
+/// Idle decoders kept at most; the oldest go first.
+const IDLE_KEPT: usize = 8;
 
 impl FastJson {
     /// A decoder for bodies like up to `SAMPLE_ROWS` sampled across `events`, for batches of up
@@ -375,14 +395,44 @@ impl FastJson {
                     .filter(Value::is_object)
             })
             .collect();
-        let schema = trib_pipelines::arrow::infer_rows_schema(&sample?).ok()?;
-        // Strict: a field the sample did not show is an error, so nothing is dropped silently.
-        let decoder = arrow_json::ReaderBuilder::new(Arc::new(schema))
-            .with_batch_size(rows)
-            .with_strict_mode(true)
-            .build_decoder()
-            .ok()?;
-        Some(Self { decoder, offsets })
+        let schema = Arc::new(trib_pipelines::arrow::infer_rows_schema(&sample?).ok()?);
+        let idle = (rows == ENCODE_CHUNK)
+            .then(|| {
+                let mut idle = IDLE_DECODERS.lock().ok()?;
+                let at = idle.iter().rposition(|(s, _)| *s == schema)?;
+                Some(idle.swap_remove(at).1)
+            })
+            .flatten();
+        let decoder = match idle {
+            Some(d) => d,
+            // Strict: a field the sample did not show is an error, so nothing is dropped
+            // silently.
+            None => arrow_json::ReaderBuilder::new(schema.clone())
+                .with_batch_size(rows)
+                .with_strict_mode(true)
+                .build_decoder()
+                .ok()?,
+        };
+        Some(Self {
+            decoder,
+            schema,
+            rows,
+            offsets,
+        })
+    }
+
+    /// Keeps the decoder for a later file; only called after a batch was flushed whole, so it
+    /// holds no rows.
+    fn retire(self) {
+        if self.rows != ENCODE_CHUNK {
+            return;
+        }
+        if let Ok(mut idle) = IDLE_DECODERS.lock() {
+            if idle.len() >= IDLE_KEPT {
+                idle.remove(0);
+            }
+            idle.push((self.schema, self.decoder));
+        }
     }
 
     /// The rows of `part` (at most the `rows` given to `start`) with their metadata columns;

@@ -4,12 +4,13 @@
 //! when the gathered events reach `roll_rows` or `roll_bytes`, or the first has waited
 //! `roll_age_ms`, they are written as a roll: one Parquet file per hour they fall in, each
 //! stored whole before the next (`layout`). Only then are the events acknowledged, so the Kafka
-//! source commits offsets the lake already holds. Rolls are encoded at the same time, as many as
-//! there are cores, while the next are gathered, rolls of one partition too; but a partition's
+//! source commits offsets the lake already holds. Rolls are encoded on the `encoders` threads
+//! (one per core) while the next are gathered, rolls of one partition too; but a partition's
 //! rolls are stored one at a time, in order, so only its newest roll can be cut short by a
 //! crash. A roll is encoded chunk by chunk while it is gathered (`GatheredFile`), and one that
-//! is encoded and waits for the one before it holds no core; as many rolls as there are cores
-//! (two to `MAX_HELD`) are in memory once gathered (gathering waits for one to be stored).
+//! is encoded and waits for the one before it holds no encoder; as many rolls as there are
+//! encoder threads (two at least) are in memory once gathered (gathering waits for one to be
+//! stored).
 //!
 //! At start the lake's own file names say which offsets it holds (`layout::holdings`); what a
 //! crash left half-done is removed, and events at or below the held offsets are acknowledged
@@ -29,6 +30,7 @@ use trib_pipelines::event::{now_ms, Event};
 use trib_pipelines::metrics::ComponentMetrics;
 use trib_pipelines::runtime::{Sink, SinkContext};
 
+use crate::encoders;
 use crate::layout::{self, roll_file};
 use crate::parquet_file::{Encoding, FileEncoder, ENCODE_CHUNK};
 use crate::store::LakeStore;
@@ -114,7 +116,6 @@ struct Gathered {
 /// The events of one file of a roll being gathered. Once a file has `ENCODE_CHUNK` events, they
 /// go to a task that encodes them while the next are gathered (`encode_chunks`), and so on
 /// chunk by chunk; a file that never fills a chunk is encoded whole when its roll is.
-#[derive(Default)]
 struct GatheredFile {
     /// Events not yet handed to the encoder.
     pending: Vec<Event>,
@@ -129,8 +130,17 @@ struct GatheredFile {
 type Streamed = Option<(FileEncoder, Vec<Vec<Event>>)>;
 
 impl GatheredFile {
+    fn new() -> Self {
+        Self {
+            // Virtual room for a chunk: pages are touched only as events arrive.
+            pending: Vec::with_capacity(ENCODE_CHUNK),
+            rows: 0,
+            stream: None,
+        }
+    }
+
     /// Adds an event; hands a full chunk to the encoder, started on the first.
-    fn push(&mut self, e: Event, enc: &Arc<Encoding>, encoders: &Arc<Semaphore>) {
+    fn push(&mut self, e: Event, enc: &Arc<Encoding>) {
         self.pending.push(e);
         self.rows += 1;
         if self.pending.len() < ENCODE_CHUNK {
@@ -140,7 +150,7 @@ impl GatheredFile {
         let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(ENCODE_CHUNK));
         let (tx, _) = self.stream.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = tokio::spawn(encode_chunks(enc.clone(), encoders.clone(), rx));
+            let task = tokio::spawn(encode_chunks(enc.clone(), rx));
             (tx, task)
         });
         // A send fails only once the encoder has failed; the chunk is then abandoned with the
@@ -164,24 +174,19 @@ impl GatheredFile {
     }
 }
 
-/// Encodes the chunks of one file as they come, each on a blocking thread once a core is free.
+/// Encodes the chunks of one file as they come, each on an encoder thread once one is free.
 async fn encode_chunks(
     enc: Arc<Encoding>,
-    encoders: Arc<Semaphore>,
     mut chunks: mpsc::UnboundedReceiver<Vec<Event>>,
 ) -> Streamed {
     let mut file = FileEncoder::new(enc);
     let mut done = Vec::new();
     while let Some(chunk) = chunks.recv().await {
-        // The semaphore is never closed; were it, encoding would go on without a permit.
-        let core = encoders.acquire().await.ok();
-        let (f, chunk) = tokio::task::spawn_blocking(move || {
+        let (f, chunk) = encoders::run(move || {
             file.add(&chunk);
             (file, chunk)
         })
-        .await
-        .ok()?;
-        drop(core);
+        .await?;
         file = f;
         done.push(chunk);
     }
@@ -207,8 +212,6 @@ pub struct LakeWriter {
     gathered: HashMap<Key, Gathered>,
     /// The roll being stored, per table and partition.
     storing: HashMap<Key, JoinHandle<()>>,
-    /// Rolls that may be encoded at once (one per core).
-    encoders: Arc<Semaphore>,
     /// Rolls that may be held in memory at once, from their roll until they are stored.
     held: Arc<Semaphore>,
     counter: u64,
@@ -221,9 +224,6 @@ impl LakeWriter {
         validate(cfg)?;
         let store = LakeStore::open(&cfg.path, &cfg.storage_options)?;
         let h = layout::holdings(&store.list("").await?);
-        let cores = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_HELD);
         for key in &h.leftovers {
             tracing::info!(lake = %store.location(), key = %key, "removing a file a crash left half-done");
             store.delete(key).await?;
@@ -245,9 +245,9 @@ impl LakeWriter {
                 .collect(),
             gathered: HashMap::new(),
             storing: HashMap::new(),
-            encoders: Arc::new(Semaphore::new(cores)),
-            // Two at least, so a roll waiting for the one before it does not stop gathering.
-            held: Arc::new(Semaphore::new(cores.max(2))),
+            // One per encoder thread, two at least, so a roll waiting for the one before it
+            // does not stop gathering.
+            held: Arc::new(Semaphore::new(encoders::count().max(2))),
             counter: 0,
             metrics,
         })
@@ -301,8 +301,8 @@ impl LakeWriter {
         g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
         g.files
             .entry(hour)
-            .or_default()
-            .push(e, &self.enc, &self.encoders);
+            .or_insert_with(GatheredFile::new)
+            .push(e, &self.enc);
         if g.rows >= self.roll_rows || g.bytes >= self.roll_bytes {
             if let Some(g) = self.gathered.remove(&key) {
                 self.roll(key, g).await;
@@ -344,10 +344,10 @@ impl LakeWriter {
         }
     }
 
-    /// Hands a roll on once `held` has room (one roll per core, two to `MAX_HELD`); its files are
-    /// stored once the previous roll of its partition is stored, so rolls of one partition are
-    /// encoded side by side but stored in order. Encoding waits for a free core; waiting for the
-    /// previous roll holds none.
+    /// Hands a roll on once `held` has room (one roll per encoder thread, two at least); its
+    /// files are stored once the previous roll of its partition is stored, so rolls of one
+    /// partition are encoded side by side but stored in order. Encoding waits for a free encoder
+    /// thread; waiting for the previous roll holds none.
     async fn roll(&mut self, key: Key, g: Gathered) {
         let Ok(held) = self.held.clone().acquire_owned().await else {
             return; // The semaphore is never closed.
@@ -374,16 +374,12 @@ impl LakeWriter {
             ));
         }
         let (store, enc, metrics) = (self.store.clone(), self.enc.clone(), self.metrics.clone());
-        let encoders = self.encoders.clone();
         let task = tokio::spawn(async move {
             let mut encoded = Vec::with_capacity(names.len());
             for (file, key) in g.files.into_values().zip(names) {
                 let rows = file.rows;
                 let streamed = file.close(&enc).await;
-                // The semaphore is never closed; were it, encoding would go on without a permit.
-                let core = encoders.acquire().await.ok();
                 encoded.push(encode_file(&store, &metrics, key, streamed, rows).await);
-                drop(core);
             }
             if let Some(previous) = previous {
                 wait_stored(previous).await;
@@ -405,11 +401,6 @@ impl LakeWriter {
     }
 }
 
-/// Rolls held in memory at once, at most, from their roll until they are stored (each holds
-/// its events and their encoding): one per core, two at least, four at most. Also the most
-/// encoded at once.
-const MAX_HELD: usize = 4;
-
 async fn wait_stored(t: JoinHandle<()>) {
     if let Err(e) = t.await {
         tracing::error!(error = %e, "lake: the task storing a roll failed");
@@ -424,7 +415,7 @@ struct EncodedFile {
     bytes: Option<Bytes>,
 }
 
-/// Finishes encoding one file on a blocking thread (the last chunk's row group and the footer,
+/// Finishes encoding one file on an encoder thread (the last chunk's row group and the footer,
 /// or the whole file when it was not streamed); events that cannot be encoded are counted as
 /// errors and dropped, never acknowledged. `streamed` is `GatheredFile::close`'s; `rows` is the
 /// file's count of events.
@@ -447,7 +438,7 @@ async fn encode_file(
         tracing::error!(lake = %store.location(), key, "lake encoder task failed; its events are abandoned");
         return abandoned(rows);
     };
-    let encoded = tokio::task::spawn_blocking(move || {
+    let encoded = encoders::run(move || {
         if !file.needs_events() {
             let r = file.finish(&[]);
             return (chunks, r);
@@ -457,12 +448,9 @@ async fn encode_file(
         (vec![all], r)
     })
     .await;
-    let (events, r) = match encoded {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!(lake = %store.location(), key, error = %e, "lake encoder task failed; its events are abandoned");
-            return abandoned(rows);
-        }
+    let Some((events, r)) = encoded else {
+        tracing::error!(lake = %store.location(), key, "lake encoder task failed; its events are abandoned");
+        return abandoned(rows);
     };
     let bytes = match r {
         Ok(e) => {

@@ -482,21 +482,37 @@ pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, 
     if codec == 0 {
         return Ok(body);
     }
-    // Streamed codecs decompress into a buffer the thread keeps (warm, grown once), and the
-    // records are then copied into an allocation of their exact size: a buffer sized by guess
-    // would be kept whole by every record that shares it, and be new memory each time.
+    // Streamed codecs decompress into a buffer the thread keeps (warm, grown once, and kept
+    // initialized, so it is not zeroed again for every batch), and the records are then copied
+    // into an allocation of their exact size: a buffer sized by guess would be kept whole by
+    // every record that shares it, and be new memory each time.
     let read_all = |r: &mut dyn Read| -> Result<Bytes, BatchError> {
         SCRATCH.with(|scratch| {
             let mut out = scratch.take();
-            out.clear();
-            out.reserve(body.len().saturating_mul(4).min(limit as usize));
-            let read = r.take(limit + 1).read_to_end(&mut out);
-            let records = match read {
-                Ok(_) if out.len() as u64 > limit => Err(over()),
-                Ok(_) => Ok(Bytes::copy_from_slice(&out)),
-                Err(e) => Err(bad(e)),
+            // One byte past the limit is room to tell that the limit was passed.
+            let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+            let want = body.len().saturating_mul(4).max(64 << 10).min(room);
+            if out.len() < want {
+                out.resize(want, 0);
+            }
+            let mut filled = 0;
+            let records = loop {
+                let end = out.len().min(room);
+                if filled == end {
+                    if filled == room {
+                        break Err(over());
+                    }
+                    out.resize(out.len().saturating_mul(2).min(room), 0);
+                    continue;
+                }
+                match r.read(&mut out[filled..end]) {
+                    Ok(0) => break Ok(Bytes::copy_from_slice(&out[..filled])),
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(bad(e)),
+                }
             };
-            if out.capacity() <= SCRATCH_KEPT {
+            if out.len() <= SCRATCH_KEPT {
                 scratch.set(out);
             }
             records
