@@ -78,7 +78,9 @@ mod tests {
     #[tokio::test]
     async fn jobs_run_off_the_runtime_and_a_panic_is_none() {
         let name = run(|| std::thread::current().name().map(str::to_owned)).await;
-        assert!(name.flatten().is_some_and(|n| n.starts_with("lake-encoder-")));
+        assert!(name
+            .flatten()
+            .is_some_and(|n| n.starts_with("lake-encoder-")));
         let panicked: Option<()> = run(|| panic!("a job that panics")).await;
         assert!(panicked.is_none());
         // The thread that ran it still takes jobs.
@@ -86,6 +88,11 @@ mod tests {
         for i in 0..(2 * count() as u64) {
             sums.push(run(move || i * 2).await);
         }
-        assert_eq!(sums, (0..2 * count() as u64).map(|i| Some(i * 2)).collect::<Vec<_>>());
+        assert_eq!(
+            sums,
+            (0..2 * count() as u64)
+                .map(|i| Some(i * 2))
+                .collect::<Vec<_>>()
+        );
     }
 }

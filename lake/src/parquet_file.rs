@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::types::Float64Type;
 use arrow_array::{
     cast::AsArray, Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
@@ -139,7 +140,9 @@ impl FileEncoder {
             // The file is the bytes written so far, the buffered row group and the footer:
             // sized once, not doubled (and copied) as the row group is flushed into it.
             let size = writer.bytes_written() + writer.in_progress_size();
-            writer.inner_mut().reserve_exact(size + size / 64 + FOOTER_SLACK);
+            writer
+                .inner_mut()
+                .reserve_exact(size + size / 64 + FOOTER_SLACK);
             let bytes = writer.into_inner()?;
             json.retire();
             return Ok(Encoded { bytes, rejected: 0 });
@@ -367,8 +370,7 @@ struct FastJson {
 /// Decoders of finished files, kept for the next file of the same schema: a decoder's buffers
 /// (a chunk's text, its tape) grow to a chunk's size once, instead of from empty (copied at
 /// each doubling, into new memory) for every file.
-static IDLE_DECODERS: Mutex<Vec<(SchemaRef, arrow_json::reader::Decoder)>> =
-    Mutex::new(Vec::new());
+static IDLE_DECODERS: Mutex<Vec<(SchemaRef, arrow_json::reader::Decoder)>> = Mutex::new(Vec::new());
 
 /// Idle decoders kept at most; the oldest go first.
 const IDLE_KEPT: usize = 8;
@@ -406,12 +408,18 @@ impl FastJson {
         let decoder = match idle {
             Some(d) => d,
             // Strict: a field the sample did not show is an error, so nothing is dropped
-            // silently.
-            None => arrow_json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(rows)
-                .with_strict_mode(true)
-                .build_decoder()
-                .ok()?,
+            // silently. Integers are read as floats, then checked (`exact_integers`).
+            None => arrow_json::ReaderBuilder::new(Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| floats_for_integers(f))
+                    .collect::<Vec<_>>(),
+            )))
+            .with_batch_size(rows)
+            .with_strict_mode(true)
+            .build_decoder()
+            .ok()?,
         };
         Some(Self {
             decoder,
@@ -437,7 +445,8 @@ impl FastJson {
 
     /// The rows of `part` (at most the `rows` given to `start`) with their metadata columns;
     /// Ok(None) when they do not take this path (a structured event, a body that is not a JSON
-    /// object, a field the sample did not show). The decoder is not to be used after that.
+    /// object, a field the sample did not show, a number that is not the integer the sample
+    /// typed its field as). The decoder is not to be used after that.
     fn decode(&mut self, part: &[Event]) -> anyhow::Result<Option<RecordBatch>> {
         for e in part {
             let Some(body) = e.raw.as_ref().filter(|_| e.fields.is_empty()) else {
@@ -450,12 +459,67 @@ impl FastJson {
                 return Ok(None);
             }
         }
-        match self.decoder.flush() {
-            Ok(Some(batch)) if batch.num_rows() == part.len() => {
-                Ok(Some(with_metadata(batch, part, self.offsets)?))
+        let batch = match self.decoder.flush() {
+            Ok(Some(batch)) if batch.num_rows() == part.len() => batch,
+            _ => return Ok(None),
+        };
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            if !exact_integers(column.as_ref(), field.data_type()) {
+                return Ok(None);
             }
-            _ => Ok(None),
+            columns.push(if column.data_type() == field.data_type() {
+                column.clone()
+            } else {
+                arrow_cast::cast(column, field.data_type())?
+            });
         }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(Some(with_metadata(batch, part, self.offsets)?))
+    }
+}
+
+/// `field` with every Int64 in it, at any depth, read as Float64 instead: arrow-json reads a
+/// fraction into an integer column by cutting it (1.5 becomes 1), and the sample that typed
+/// the field may not have shown the fraction. Read as a float, `exact_integers` can tell.
+fn floats_for_integers(field: &Field) -> Field {
+    let t = match field.data_type() {
+        DataType::Int64 => DataType::Float64,
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| floats_for_integers(f))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        DataType::List(item) => DataType::List(Arc::new(floats_for_integers(item))),
+        other => other.clone(),
+    };
+    field.clone().with_data_type(t)
+}
+
+/// Whether every value of `column` (read by `floats_for_integers`'s field) that is an Int64 in
+/// `target` is a whole number of magnitude below 2^53, so exactly the integer in the text;
+/// a fraction, or an integer a float cannot hold exactly, sends the rows to the slow path,
+/// which types them from all their values.
+fn exact_integers(column: &dyn Array, target: &DataType) -> bool {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    match target {
+        DataType::Int64 => column.as_primitive_opt::<Float64Type>().is_some_and(|a| {
+            a.iter()
+                .flatten()
+                .all(|v| v.fract() == 0.0 && v.abs() < EXACT)
+        }),
+        DataType::Struct(fields) => column.as_struct_opt().is_some_and(|s| {
+            fields
+                .iter()
+                .zip(s.columns())
+                .all(|(f, c)| exact_integers(c.as_ref(), f.data_type()))
+        }),
+        DataType::List(item) => column
+            .as_list_opt::<i32>()
+            .is_some_and(|l| exact_integers(l.values().as_ref(), item.data_type())),
+        _ => true,
     }
 }
 
@@ -801,6 +865,117 @@ mod tests {
                 assert_eq!((&ids[i], &offsets[i]), (&json!(i), &json!(i)), "row {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_kept_decoder_decodes_the_next_file_of_its_schema_exactly() {
+        // Fields no other test uses, so the kept decoder is this test's.
+        let file = |from: i64| -> Vec<Event> {
+            (from..from + ENCODE_CHUNK as i64 + 100)
+                .map(|i| from_kafka(&format!(r#"{{"kept_id":{i},"kept_tag":"t{i}"}}"#), i))
+                .collect()
+        };
+        let kept = || {
+            IDLE_DECODERS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| s.field_with_name("kept_tag").is_ok())
+                .count()
+        };
+        let first = read(encode(&file(0), &inferred()).unwrap());
+        assert_eq!(kept(), 1, "the first file's decoder is kept");
+        let second = read(encode(&file(50_000), &inferred()).unwrap());
+        assert_eq!(
+            kept(),
+            1,
+            "the second file took the kept decoder and gave it back"
+        );
+        for (b, from) in [(first, 0), (second, 50_000)] {
+            let ids = column_json(&b, "kept_id");
+            let tags = column_json(&b, "kept_tag");
+            assert_eq!(ids.len(), ENCODE_CHUNK + 100);
+            for (i, (id, tag)) in ids.iter().zip(&tags).enumerate() {
+                let want = from + i as i64;
+                assert_eq!((id, tag), (&json!(want), &json!(format!("t{want}"))));
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_the_sample_did_not_show_are_kept_exactly() {
+        // Every row but the last has whole numbers, so the sample types the fields as
+        // integers; the last row (not sampled, in a later chunk for the larger file) has a
+        // fraction, at the top, in an object or in a list, or an integer a float cannot hold.
+        let last = [
+            (r#""n":7.5,"o":{"m":2},"l":[1,2]"#, "n", json!(7.5)),
+            (r#""n":7,"o":{"m":2.25},"l":[1,2]"#, "o", json!({"m": 2.25})),
+            (r#""n":7,"o":{"m":2},"l":[1,2.5]"#, "l", json!([1.0, 2.5])),
+            (
+                r#""n":9007199254740993,"o":{"m":2},"l":[1,2]"#,
+                "n",
+                json!(9007199254740993i64),
+            ),
+        ];
+        for n in [3000, 2 * ENCODE_CHUNK as i64 + 5] {
+            for (body, name, want) in &last {
+                let mut events: Vec<Event> = (0..n - 1)
+                    .map(|i| {
+                        from_kafka(&format!(r#"{{"id":{i},"n":7,"o":{{"m":2}},"l":[1,2]}}"#), i)
+                    })
+                    .collect();
+                events.push(from_kafka(&format!(r#"{{"id":{},{body}}}"#, n - 1), n - 1));
+                let b = read(encode(&events, &inferred()).unwrap());
+                assert_eq!(b.num_rows() as i64, n);
+                let got = column_json(&b, name);
+                let same = |a: &Value, b: &Value| match (a, b) {
+                    (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                        x.as_f64() == y.as_f64()
+                    }
+                    _ => a == b,
+                };
+                let same_deep = |a: &Value, b: &Value| match (a, b) {
+                    (Value::Object(x), Value::Object(y)) => {
+                        x.len() == y.len()
+                            && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+                    }
+                    (Value::Array(x), Value::Array(y)) => {
+                        x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
+                    }
+                    _ => same(a, b),
+                };
+                assert!(
+                    same_deep(&got[n as usize - 1], want),
+                    "{body}: {:?}",
+                    got[n as usize - 1]
+                );
+                let first = match *name {
+                    "n" => json!(7),
+                    "o" => json!({"m": 2}),
+                    _ => json!([1, 2]),
+                };
+                assert!(same_deep(&got[0], &first), "{body}: row 0 {:?}", got[0]);
+                let ids = column_json(&b, "id");
+                assert!(
+                    ids.iter().enumerate().all(|(i, v)| *v == json!(i)),
+                    "{body}: ids"
+                );
+            }
+        }
+        // Whole numbers only: the integer fields stay integers.
+        let events: Vec<Event> = (0..3000i64)
+            .map(|i| from_kafka(&format!(r#"{{"id":{i},"o":{{"m":{i}}}}}"#), i))
+            .collect();
+        let b = read(encode(&events, &inferred()).unwrap());
+        let schema = b.schema();
+        assert_eq!(
+            schema.field_with_name("id").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert_eq!(
+            schema.field_with_name("o").unwrap().data_type(),
+            &DataType::Struct(vec![Field::new("m", DataType::Int64, true)].into())
+        );
     }
 
     #[test]

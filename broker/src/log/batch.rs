@@ -490,7 +490,9 @@ pub fn decompress_bounded(codec: i16, body: Bytes, limit: u64) -> Result<Bytes, 
         SCRATCH.with(|scratch| {
             let mut out = scratch.take();
             // One byte past the limit is room to tell that the limit was passed.
-            let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+            let room = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
             let want = body.len().saturating_mul(4).max(64 << 10).min(room);
             if out.len() < want {
                 out.resize(want, 0);
