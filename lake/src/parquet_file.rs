@@ -140,9 +140,8 @@ impl FileEncoder {
             // The file is the bytes written so far, the buffered row group and the footer:
             // sized once, not doubled (and copied) as the row group is flushed into it.
             let size = writer.bytes_written() + writer.in_progress_size();
-            writer
-                .inner_mut()
-                .reserve_exact(size + size / 64 + FOOTER_SLACK);
+            let out = writer.inner_mut();
+            out.reserve_exact(size.saturating_sub(out.len()) + size / 64 + FOOTER_SLACK);
             let bytes = writer.into_inner()?;
             json.retire();
             return Ok(Encoded { bytes, rejected: 0 });

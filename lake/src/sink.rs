@@ -116,6 +116,7 @@ struct Gathered {
 /// The events of one file of a roll being gathered. Once a file has `ENCODE_CHUNK` events, they
 /// go to a task that encodes them while the next are gathered (`encode_chunks`), and so on
 /// chunk by chunk; a file that never fills a chunk is encoded whole when its roll is.
+#[derive(Default)]
 struct GatheredFile {
     /// Events not yet handed to the encoder.
     pending: Vec<Event>,
@@ -130,15 +131,6 @@ struct GatheredFile {
 type Streamed = Option<(FileEncoder, Vec<Vec<Event>>)>;
 
 impl GatheredFile {
-    fn new() -> Self {
-        Self {
-            // Virtual room for a chunk: pages are touched only as events arrive.
-            pending: Vec::with_capacity(ENCODE_CHUNK),
-            rows: 0,
-            stream: None,
-        }
-    }
-
     /// Adds an event; hands a full chunk to the encoder, started on the first.
     fn push(&mut self, e: Event, enc: &Arc<Encoding>) {
         self.pending.push(e);
@@ -299,10 +291,7 @@ impl LakeWriter {
         }
         g.rows += 1;
         g.bytes += e.raw.as_ref().map_or(256, |r| r.len());
-        g.files
-            .entry(hour)
-            .or_insert_with(GatheredFile::new)
-            .push(e, &self.enc);
+        g.files.entry(hour).or_default().push(e, &self.enc);
         if g.rows >= self.roll_rows || g.bytes >= self.roll_bytes {
             if let Some(g) = self.gathered.remove(&key) {
                 self.roll(key, g).await;
