@@ -24,8 +24,8 @@ pub fn count() -> usize {
         .min(MAX_ENCODERS)
 }
 
-fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
-    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+fn queue() -> Option<&'static mpsc::Sender<Job>> {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
     QUEUE
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
@@ -52,7 +52,7 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
                     Err(e) => tracing::error!(error = %e, "lake: an encoder thread cannot start"),
                 }
             }
-            (started > 0).then(|| Mutex::new(tx))
+            (started > 0).then_some(tx)
         })
         .as_ref()
 }
@@ -64,10 +64,7 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> O
     let job: Job = Box::new(move || {
         let _ = tx.send(catch_unwind(AssertUnwindSafe(f)).ok());
     });
-    let sent = queue()?.lock().ok()?.send(job);
-    if sent.is_err() {
-        return None;
-    }
+    queue()?.send(job).ok()?;
     rx.await.ok().flatten()
 }
 
